@@ -1,0 +1,230 @@
+"""The one settings object of depth2img.
+
+Every setting is declared once, here, with its default, its bounds, its UI label and the key it
+gets in the PNG info. The A1111 panel, the `alwayson_scripts` API, the infotext paste, the
+XYZ-plot axes, the standalone app and the CLI all read this table instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SettingsError
+
+INFOTEXT_PREFIX = "Depth2img"
+EMBEDDED_ESTIMATOR = "embedded"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is shown, bounded and written to the PNG info."""
+
+    label: str
+    infotext: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    hint: str = ""
+
+
+def _setting(default: Any, label: str, infotext: str | None = None, **spec: Any) -> Any:
+    return field(default=default, metadata={"spec": Spec(label, infotext, **spec)})
+
+
+@dataclass(frozen=True)
+class DepthAdjustments:
+    """Edits applied to a normalised depth map (0 = far, 1 = near), in this order."""
+
+    invert: bool = False
+    far_clip: float = 0.0
+    near_clip: float = 1.0
+    gamma: float = 1.0
+    blur: float = 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        return self == DepthAdjustments()
+
+
+@dataclass(frozen=True)
+class Depth2imgArgs:
+    """The settings of one depth2img job, in the order of the script's positional args."""
+
+    enabled: bool = _setting(False, "Enable", f"{INFOTEXT_PREFIX}")
+    checkpoint: str = _setting(
+        "", "Depth checkpoint", f"{INFOTEXT_PREFIX} checkpoint",
+        hint="Empty: the first depth checkpoint found (512-depth-ema).",
+    )
+    estimator: str = _setting(
+        EMBEDDED_ESTIMATOR, "Depth estimator", f"{INFOTEXT_PREFIX} estimator",
+        hint="'embedded' is the MiDaS inside the depth checkpoint, the one it was trained with.",
+    )
+    net_size: int = _setting(
+        0, "Estimator resolution", f"{INFOTEXT_PREFIX} resolution", minimum=0, maximum=2048, step=32,
+        hint="0: the estimator's own (384, or 512 for BEiT-L-512). Larger sees finer detail, slower.",
+    )
+    depth_image: Any = _setting(
+        None, "Your own depth map",
+        hint="White = near. 8- or 16-bit; replaces the estimated depth.",
+    )
+    depth_folder: str = _setting(
+        "", "Depth maps folder (batch tab)",
+        hint="For the batch tab: a depth map per input image, matched by file name.",
+    )
+    invert: bool = _setting(False, "Invert", f"{INFOTEXT_PREFIX} invert",
+                            hint="For depth maps where white is far (Blender Z passes).")
+    far_clip: float = _setting(
+        0.0, "Far clip", f"{INFOTEXT_PREFIX} far clip", minimum=0.0, maximum=1.0, step=0.01,
+        hint="Everything farther than this becomes the background plane.",
+    )
+    near_clip: float = _setting(
+        1.0, "Near clip", f"{INFOTEXT_PREFIX} near clip", minimum=0.0, maximum=1.0, step=0.01,
+        hint="Everything nearer than this becomes the front plane.",
+    )
+    gamma: float = _setting(
+        1.0, "Gamma", f"{INFOTEXT_PREFIX} gamma", minimum=0.1, maximum=10.0, step=0.05,
+        hint="Below 1 spreads the far range, above 1 the near range.",
+    )
+    blur: float = _setting(
+        0.0, "Blur radius", f"{INFOTEXT_PREFIX} blur", minimum=0.0, maximum=64.0, step=0.5,
+        hint="Gaussian blur in pixels of the image; softens hard depth edges.",
+    )
+    append_depth: bool = _setting(False, "Add depth map to results")
+    save_depth: bool = _setting(False, "Save depth map beside results")
+
+    def __post_init__(self) -> None:
+        if self.far_clip >= self.near_clip:
+            raise SettingsError(
+                f"Depth2img: far clip ({self.far_clip:g}) must be below near clip ({self.near_clip:g})."
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any] | Mapping[str, Any] | None) -> Depth2imgArgs:
+        """Build from the script's positional args, or a dict of named fields (the API).
+
+        The API may also send a single dict as the only positional arg. Missing values take
+        their defaults; unknown names and out-of-range values raise `SettingsError`.
+        """
+        if values is None:
+            return cls()
+        if isinstance(values, Mapping):
+            return cls._from_mapping(values)
+        values = list(values)
+        if len(values) == 1 and isinstance(values[0], Mapping):
+            return cls._from_mapping(values[0])
+        names = [f.name for f in dataclasses.fields(cls)]
+        if len(values) > len(names):
+            raise SettingsError(
+                f"Depth2img takes at most {len(names)} args ({', '.join(names)}), got {len(values)}."
+            )
+        return cls._from_mapping(dict(zip(names, values)))
+
+    @classmethod
+    def _from_mapping(cls, values: Mapping[str, Any]) -> Depth2imgArgs:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise SettingsError(
+                f"Depth2img: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}."
+            )
+        return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
+
+    @classmethod
+    def from_infotext(cls, params: Mapping[str, str]) -> Depth2imgArgs | None:
+        """Settings from PNG-info key/values, or None when the image was not made with depth2img."""
+        if params.get(INFOTEXT_PREFIX) is None:
+            return None
+        values = {name: params[spec.infotext] for name, spec in cls.specs() if spec.infotext in params}
+        return cls._from_mapping(values)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def to_infotext(self) -> dict[str, str]:
+        """PNG-info entries for an enabled job: every setting that has an infotext key."""
+        if not self.enabled:
+            return {}
+        entries = {}
+        for name, spec in self.specs():
+            value = getattr(self, name)
+            if spec.infotext is not None and value != "":
+                entries[spec.infotext] = _format(value)
+        return entries
+
+    @property
+    def adjustments(self) -> DepthAdjustments:
+        return DepthAdjustments(self.invert, self.far_clip, self.near_clip, self.gamma, self.blur)
+
+    def with_adjustments(self, adjustments: DepthAdjustments) -> Depth2imgArgs:
+        return dataclasses.replace(self, **dataclasses.asdict(adjustments))
+
+    # -- the table -------------------------------------------------------------------------
+
+    @classmethod
+    def specs(cls) -> Iterator[tuple[str, Spec]]:
+        for f in dataclasses.fields(cls):
+            yield f.name, f.metadata["spec"]
+
+    @classmethod
+    def spec(cls, name: str) -> Spec:
+        return dict(cls.specs())[name]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Turn a UI, API or infotext value into the field's type, inside its bounds."""
+    spec: Spec = f.metadata["spec"]
+    kind = type(f.default)
+    if f.default is None:  # the depth image: any image-like value, checked where it is decoded
+        return value
+    if value is None:
+        return f.default
+    try:
+        if kind is bool:
+            value = _parse_bool(value)
+        elif kind is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            value = int(number)
+        elif kind is float:
+            value = float(value)
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+    except (TypeError, ValueError):
+        raise SettingsError(
+            f"Depth2img: '{f.name}' ({spec.label}) must be {kind.__name__}, got {value!r}."
+        ) from None
+    if kind in (int, float):
+        if value != value or (spec.minimum is not None and value < spec.minimum) or (
+            spec.maximum is not None and value > spec.maximum
+        ):
+            raise SettingsError(
+                f"Depth2img: '{f.name}' ({spec.label}) must be between {_format(spec.minimum)}"
+                f" and {_format(spec.maximum)}, got {_format(value)}."
+            )
+    return value
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    raise ValueError
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
