@@ -1,0 +1,319 @@
+"""`generate`: img2img, inpaint and txt2img from depth with the standalone engine.
+
+    python -m lib_depth2img generate --ckpt 512-depth-ema.safetensors --init photo.jpg \\
+        --prompt "an oil painting" [--strength 0.75] [--steps 20] [--sampler "DPM++ 2M Karras"] \\
+        [--cfg 7] [--seed N] [--depth MY_DEPTH.png] [--mask MASK.png] [--batch N] -o OUT
+
+Inputs:
+- `--init`: image files, folders (every image inside) or glob patterns such as 'frames/*.png';
+  the images of a folder or pattern are taken in natural order (frame2 before frame10).
+- `--depth`: your own depth map for every init image, or a folder whose maps are matched to the
+  init images by file stem. Without `--init` each depth map is a txt2img-from-depth job.
+- `--mask`: a mask (white = repaint) for every init image, or a folder matched by stem.
+- `--normalize sequence`: for video frames. All raw depth estimates are made first and one
+  range (the min and max over all frames) normalises every frame, so a frame's gray levels mean
+  the same distance in every frame and the depth does not flicker; the default `image`
+  stretches each frame's own min..max to [0, 1].
+
+Writes `<stem>-<seed>.png` per image (A1111 parameters in the PNG's `parameters` chunk) and with
+`--save-depth` `<stem>-depth.png` (16-bit). Every input is read and checked before the first file
+is written; files are written under a temporary name and renamed, so OUT never holds a partial
+file. The seed is the same for every input (seed + index within a batch); -1 draws one, printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import io
+import os
+import re
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from tqdm import tqdm
+
+from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
+from ..depth import ESTIMATORS, DepthEstimator
+from ..depth_cache import DepthCache
+from ..depthmap import RESIZE_MODES, depth_to_16bit
+from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest, resolve_seed
+from ..engine.samplers import SAMPLER_NAMES, ProgressCallback
+from ..errors import Depth2imgError, ImageError, SettingsError
+from ..images import IMAGE_EXTENSIONS, load_image
+from ..infotext import png_info
+from .depth import DEPTH_SETTINGS, _add_setting_flag
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+REQUEST_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate images with the SD2 depth model (img2img, inpaint, txt2img from a depth map)",
+        description=(
+            "Generate images with Stable Diffusion 2 depth-to-image: the init image's depth (estimated, "
+            "or your own map) keeps the composition while the prompt restyles it. Without --init, "
+            "generates from your own depth maps alone."
+        ),
+    )
+    parser.add_argument("--ckpt", required=True, type=Path, metavar="PATH",
+                        help="the depth checkpoint: 512-depth-ema .ckpt/.safetensors (or a demo checkpoint)")
+    parser.add_argument("--init", nargs="+", metavar="IMAGE",
+                        help="init image(s): files, folders or glob patterns (natural order)")
+    parser.add_argument("--depth", type=Path, metavar="PATH",
+                        help="your own depth map (white = near), or a folder of maps matched by file stem")
+    parser.add_argument("--mask", type=Path, metavar="PATH",
+                        help="inpaint mask (white = repaint, same size as the init image), "
+                        "or a folder matched by stem")
+    parser.add_argument("--prompt", default=REQUEST_DEFAULTS["prompt"], help="what to generate")
+    parser.add_argument("--negative", default=REQUEST_DEFAULTS["negative_prompt"], help="what to avoid")
+    _add_request_flag(parser, "--strength", "denoising_strength", float,
+                      "denoising strength 0..1; 1 replaces all content, the depth keeps the composition")
+    _add_request_flag(parser, "--steps", "steps", int, "sampling steps")
+    parser.add_argument("--sampler", default=REQUEST_DEFAULTS["sampler"], choices=SAMPLER_NAMES,
+                        help="sampler (default: %(default)s)")
+    _add_request_flag(parser, "--cfg", "cfg_scale", float, "classifier-free guidance scale")
+    _add_request_flag(parser, "--seed", "seed", int, "seed; -1 draws a random one")
+    for side in ("width", "height"):
+        _add_request_flag(parser, f"--{side}", side, int,
+                          f"{side}, multiple of 8 (default: the input's, rounded down to 8; with only one "
+                          "of --width/--height the other keeps the aspect ratio)")
+    _add_request_flag(parser, "--batch", "batch_size", int, "images per input, seeds seed, seed+1, ...")
+    _add_request_flag(parser, "--mask-blur", "mask_blur", int, "mask blur in pixels")
+    _add_request_flag(parser, "--resize-mode", "resize_mode", int,
+                      "when the size differs from the input's: "
+                      + ", ".join(f"{key} {label}" for key, label in RESIZE_MODES.items()))
+    parser.add_argument("--normalize", choices=("image", "sequence"), default="image",
+                        help="estimated depth: each image's own range (default), or one range for all "
+                        "inputs (video frames: no flicker)")
+    parser.add_argument("--estimator", default=EMBEDDED_ESTIMATOR, choices=(EMBEDDED_ESTIMATOR, *ESTIMATORS),
+                        help=f"{Depth2imgArgs.spec('estimator').hint} Others need --estimator-weights.")
+    parser.add_argument("--estimator-weights", type=Path, metavar="PATH",
+                        help="weights file of a non-embedded --estimator (a MiDaS release file)")
+    for name in DEPTH_SETTINGS:
+        _add_setting_flag(parser, name)
+    parser.add_argument("--save-depth", action="store_true", help="also write <stem>-depth.png (16-bit)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: %(default)s)")
+    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                        help="weights dtype; auto: float16 on CUDA, float32 elsewhere")
+    parser.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUT",
+                        help="folder for the results (created if missing)")
+    parser.set_defaults(func=run)
+
+
+def _add_request_flag(
+    parser: argparse.ArgumentParser, flag: str, field_name: str, kind: type, text: str
+) -> None:
+    """A flag whose default is the `GenerationRequest` field's, so the two cannot drift apart."""
+    default = REQUEST_DEFAULTS[field_name]
+    shown = "" if default is None else f" (default: {default})"
+    parser.add_argument(flag, dest=field_name, type=kind, default=default, help=text + shown)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input: the init image and/or depth map and mask it uses, and the stem of its outputs."""
+
+    stem: str
+    init: Path | None
+    depth: Path | None
+    mask: Path | None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _depth_settings(args)
+    device = _device(args.device)
+    jobs = plan_jobs(args.init, args.depth, args.mask)
+    seed = resolve_seed(args.seed)
+    out_dir: Path = args.output_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Depth2imgError(f"{out_dir} is a file; give a folder for the results.")
+    for job in jobs:  # read and check every input before anything is loaded or written
+        _request(args, job, settings, seed)
+
+    dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+    pipe = Depth2ImgPipeline.from_checkpoint(args.ckpt, device=device, dtype=dtype, cache=DepthCache())
+    if settings.estimator != EMBEDDED_ESTIMATOR:
+        pipe.estimators[settings.estimator] = DepthEstimator.from_file(
+            args.estimator_weights, settings.estimator, device=device, dtype=dtype
+        )
+    if pipe.model.is_demo:
+        print("note: demo checkpoint with random weights: the flow runs, the images are noise.",
+              file=sys.stderr)
+    if args.seed == -1:
+        print(f"seed: {seed}", file=sys.stderr)
+
+    depth_range = None
+    if args.normalize == "sequence":
+        depth_range = pipe.depth_range((_load_init(job) for job in jobs), settings)
+        low, high = depth_range
+        print(f"depth range for all {len(jobs)} inputs: {low:.4g} .. {high:.4g}", file=sys.stderr)
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Depth2imgError(
+            f"cannot create the output folder {out_dir}: {error.strerror or error}."
+        ) from None
+    for number, job in enumerate(jobs, 1):
+        request = dataclasses.replace(_request(args, job, settings, seed), depth_range=depth_range)
+        label = f"[{number}/{len(jobs)}] {job.stem}"
+        with tqdm(desc=label, unit="step", file=sys.stderr, disable=None) as bar:
+            result = pipe(request, progress=_progress_to(bar))
+        for image, item_seed, infotext in zip(result.images, result.seeds, result.infotexts, strict=True):
+            _save_png(image, out_dir / f"{job.stem}-{item_seed}.png", png_info(infotext))
+        if args.save_depth:
+            _save_png(depth_to_16bit(result.depth), out_dir / f"{job.stem}-depth.png")
+        print(f"{job.stem}: wrote {len(result.images)} image(s), seeds {', '.join(map(str, result.seeds))}")
+    return 0
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SettingsError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("--device cuda: this torch sees no CUDA GPU; use --device cpu.")
+    return device
+
+
+def _depth_settings(args: argparse.Namespace) -> Depth2imgArgs:
+    if args.estimator != EMBEDDED_ESTIMATOR and args.estimator_weights is None:
+        raise SettingsError(
+            f"--estimator {args.estimator} needs --estimator-weights PATH (its MiDaS weights file)."
+        )
+    if args.normalize == "sequence" and args.depth is not None:
+        raise SettingsError(
+            "--normalize sequence applies to estimated depth; your own depth maps (--depth) are used "
+            "as they are."
+        )
+    values = {name: getattr(args, name) for name in DEPTH_SETTINGS}
+    return Depth2imgArgs.from_values({"enabled": True, "estimator": args.estimator, **values})
+
+
+def _request(args: argparse.Namespace, job: Job, settings: Depth2imgArgs, seed: int) -> GenerationRequest:
+    """The job's request, with its images decoded: every bad input fails here, before any output."""
+    if job.depth is not None:
+        settings = dataclasses.replace(settings, depth_image=load_image(job.depth))
+    return GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        init_image=_load_init(job),
+        mask=load_image(job.mask) if job.mask is not None else None,
+        depth=settings,
+        width=args.width,
+        height=args.height,
+        steps=args.steps,
+        sampler=args.sampler,
+        cfg_scale=args.cfg_scale,
+        denoising_strength=args.denoising_strength,
+        seed=seed,
+        batch_size=args.batch_size,
+        mask_blur=args.mask_blur,
+        resize_mode=args.resize_mode,
+    )
+
+
+def _load_init(job: Job) -> Image.Image | None:
+    return load_image(job.init) if job.init is not None else None
+
+
+def plan_jobs(init: list[str] | None, depth: Path | None, mask: Path | None) -> list[Job]:
+    """One job per init image (or per depth map without --init), with its depth map and mask."""
+    if not init:
+        if depth is None:
+            raise SettingsError("Give --init images, --depth maps (txt2img from depth), or both.")
+        if mask is not None:
+            raise SettingsError("--mask needs --init: inpainting repaints part of an init image.")
+        maps = _images_in(depth) if depth.is_dir() else [depth]
+        jobs = [Job(path.stem, None, path, None) for path in maps]
+    else:
+        inits = [path for pattern in init for path in _expand(pattern)]
+        jobs = [Job(p.stem, p, _match(depth, p, "depth map"), _match(mask, p, "mask")) for p in inits]
+    stems: dict[str, Job] = {}
+    for job in jobs:
+        earlier = stems.setdefault(job.stem, job)
+        if earlier is not job:
+            raise SettingsError(
+                f"{earlier.init or earlier.depth} and {job.init or job.depth} have the same name "
+                f"'{job.stem}', so their results would overwrite each other; rename one."
+            )
+    return jobs
+
+
+def _expand(pattern: str) -> list[Path]:
+    path = Path(pattern)
+    if path.is_dir():
+        return _images_in(path)
+    if glob.has_magic(pattern):
+        found = sorted((Path(p) for p in glob.glob(pattern) if _is_image_file(Path(p))), key=natural_key)
+        if not found:
+            raise ImageError(f"{pattern}: no image files match this pattern; check it.")
+        return found
+    if not path.exists():
+        raise ImageError(f"{path}: file not found; check the path.")
+    return [path]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    found = sorted((p for p in folder.iterdir() if _is_image_file(p)), key=natural_key)
+    if not found:
+        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise ImageError(f"{folder} holds no images ({extensions}); check the folder.")
+    return found
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _match(source: Path | None, init: Path, what: str) -> Path | None:
+    """`source` itself, or the image in folder `source` whose stem is the init image's."""
+    if source is None or not source.is_dir():
+        if source is not None and not source.exists():
+            raise ImageError(f"{source}: file not found; check the path.")
+        return source
+    matches = [p for p in _images_in(source) if p.stem == init.stem]
+    if len(matches) != 1:
+        found = "no" if not matches else "more than one"
+        raise ImageError(f"{source} has {found} {what} named '{init.stem}.*' for {init}; give exactly one.")
+    return matches[0]
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key putting frame2 before frame10: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _progress_to(bar: tqdm) -> ProgressCallback:
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return progress
+
+
+def _save_png(image: Image.Image, path: Path, pnginfo: PngInfo | None = None) -> None:
+    """Encode in memory, write under a hidden temporary name, then rename: never a partial file."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=pnginfo)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        temporary.write_bytes(buffer.getvalue())
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise Depth2imgError(f"cannot write {path}: {error.strerror or error}.") from None
+        raise

@@ -1,0 +1,466 @@
+"""Depth-to-image generation with the standalone engine: img2img, inpaint and txt2img from depth.
+
+    pipe = Depth2ImgPipeline.from_checkpoint("512-depth-ema.safetensors")
+    result = pipe(GenerationRequest(prompt="an oil painting", init_image=photo, denoising_strength=1.0))
+    result.images[0].save("out.png", pnginfo=png_info(result.infotexts[0]))
+
+What a call does, in A1111 v1.10.1's order and with its semantics:
+1. the depth map of the init image (own map | cache | estimator, see `depth_source`), adjusted;
+   the estimator visits the GPU only for that and goes back to the CPU;
+2. the init image fitted to the size (A1111's resize modes) and VAE-encoded; the mask blurred,
+   fitted and reduced to the latent size (rounded to 0/1, as A1111 does);
+3. one noise stream per image, seeded `seed + index` on the CPU; the init latent noised to the
+   first level of the img2img plan (strength 1.0: the largest level; no init image: pure noise);
+4. the sampler, with classifier-free guidance (cond and uncond in one batched UNet call) and,
+   when inpainting, the estimate outside the mask replaced by the init latent at every step;
+5. VAE decode; when inpainting, the init image composited back outside the (dilated) mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
+from ..depth import DepthEstimator
+from ..depth_cache import DepthCache
+from ..depth_source import depth_for_image, estimate_raw_depths
+from ..depthmap import (
+    RESIZE_MODES,
+    depth_conditioning,
+    depth_to_preview,
+    fit_to_size,
+    gaussian_blur,
+    sequence_range,
+)
+from ..errors import SettingsError
+from ..images import load_image
+from ..infotext import build_infotext, model_hash
+from .model import LATENT_CHANNELS, SD2DepthModel, load_checkpoint
+from .samplers import DEFAULT_SAMPLER, ProgressCallback, SeededNoise, get_sampler, sample
+from .schedule import NoiseSchedule, img2img_plan
+
+LATENT_FACTOR = 8  # VAE downscale: latents are H/8 x W/8
+MIN_SIDE, MAX_SIDE = 64, 2048  # A1111's width/height slider bounds
+MAX_STEPS = 150  # A1111's sampling-steps slider bound
+MAX_BATCH = 16
+MAX_CFG_SCALE = 30.0
+MAX_MASK_BLUR = 64  # A1111's mask-blur slider bound
+MAX_SEED = 2**32 - 1
+DEFAULT_MASK_BLUR = 4  # A1111's default
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation job. Invalid values raise `SettingsError` when the request is built.
+
+    Without `init_image` this is txt2img from your own depth map (`depth.depth_image`): the
+    strength is 1.0 and the size defaults to the depth map's. `width`/`height` default to the
+    init image's size rounded down to a multiple of 8 (the size A1111's latents give); when only
+    one is given the other keeps the source's aspect ratio. `mask`: white = repaint, same size
+    as the init image. `depth_range`: one (lo, hi) for the raw estimates of all frames of a
+    sequence (`depthmap.sequence_range`), instead of each map's own min..max.
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    init_image: Image.Image | None = None
+    mask: Image.Image | None = None
+    depth: Depth2imgArgs = field(default_factory=lambda: Depth2imgArgs(enabled=True))
+    width: int | None = None
+    height: int | None = None
+    steps: int = 20
+    sampler: str = DEFAULT_SAMPLER
+    cfg_scale: float = 7.0
+    denoising_strength: float = 0.75
+    seed: int = -1
+    batch_size: int = 1
+    mask_blur: int = DEFAULT_MASK_BLUR
+    resize_mode: int = 0
+    depth_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        get_sampler(self.sampler)
+        _check_int("steps", self.steps, 1, MAX_STEPS, "Sampling steps")
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH, "Batch size")
+        _check_int("seed", self.seed, -1, MAX_SEED, "Seed (-1 = random)")
+        _check_int("mask_blur", self.mask_blur, 0, MAX_MASK_BLUR, "Mask blur")
+        _check_number("cfg_scale", self.cfg_scale, 0.0, MAX_CFG_SCALE, "CFG scale")
+        _check_number("denoising_strength", self.denoising_strength, 0.0, 1.0, "Denoising strength")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, MIN_SIDE, MAX_SIDE, name.capitalize())
+                if value % LATENT_FACTOR:
+                    raise SettingsError(f"{name.capitalize()} must be a multiple of 8, got {value}.")
+        if self.resize_mode not in RESIZE_MODES:
+            raise SettingsError(
+                f"Resize mode must be one of {', '.join(f'{k} ({v})' for k, v in RESIZE_MODES.items())}, "
+                f"got {self.resize_mode!r}."
+            )
+        if not isinstance(self.depth, Depth2imgArgs):
+            raise SettingsError("depth must be a Depth2imgArgs; build it with Depth2imgArgs.from_values().")
+        for name in ("init_image", "mask"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Image.Image):
+                raise SettingsError(f"{name} must be a PIL image; decode files with images.load_image first.")
+        if self.init_image is None:
+            if self.depth.depth_image is None:
+                raise SettingsError("Give an init image, your own depth map, or both.")
+            if self.mask is not None:
+                raise SettingsError("A mask needs an init image to inpaint; give the init image too.")
+        elif self.mask is not None and self.mask.size != self.init_image.size:
+            raise SettingsError(
+                f"The mask is {_wxh(self.mask.size)} but the init image is {_wxh(self.init_image.size)}; "
+                "use a mask of the same size as the init image."
+            )
+        if not all(MIN_SIDE <= side <= MAX_SIDE for side in self.size):
+            source = "init image" if self.init_image is not None else "depth map"
+            raise SettingsError(
+                f"The {source} is {_wxh(self._source_size())}, which gives a {_wxh(self.size)} result; "
+                f"sides must be {MIN_SIDE} to {MAX_SIDE}. Set width and height (multiples of 8) explicitly."
+            )
+
+    @property
+    def is_txt2img(self) -> bool:
+        return self.init_image is None
+
+    @property
+    def strength(self) -> float:
+        """The denoising strength actually used: 1.0 without an init image."""
+        return 1.0 if self.is_txt2img else float(self.denoising_strength)
+
+    @cached_property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the result."""
+        if self.width is not None and self.height is not None:
+            return self.width, self.height
+        source_width, source_height = self._source_size()
+        if self.width is not None:
+            return self.width, _round8(source_height * self.width / source_width)
+        if self.height is not None:
+            return _round8(source_width * self.height / source_height), self.height
+        return source_width // LATENT_FACTOR * LATENT_FACTOR, source_height // LATENT_FACTOR * LATENT_FACTOR
+
+    def _source_size(self) -> tuple[int, int]:
+        if self.init_image is not None:
+            return self.init_image.size
+        return load_image(self.depth.depth_image, name="your depth map").size
+
+
+@dataclass
+class GenerationResult:
+    """The images (with the init image composited back outside the mask when inpainting), the
+    seed of each, the depth map used as an 8-bit preview, each image's A1111 parameters text,
+    and the depth map itself (float32 H x W in [0, 1], white = near; save it with 16 bits)."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    depth_preview: Image.Image
+    infotexts: list[str]
+    depth: np.ndarray
+
+
+class Depth2ImgPipeline:
+    """The SD2-depth model, its depth estimator(s) and an optional depth cache, ready to generate.
+
+    `estimator` is the MiDaS of the checkpoint (`Depth2imgArgs.estimator == "embedded"`);
+    `other_estimators` adds estimators by their registry name (e.g. "dpt_large").
+    """
+
+    def __init__(
+        self,
+        model: SD2DepthModel,
+        estimator: DepthEstimator | None,
+        cache: DepthCache | None = None,
+        *,
+        other_estimators: dict[str, DepthEstimator] | None = None,
+        checkpoint_path: str | Path | None = None,
+    ) -> None:
+        self.model = model
+        self.estimators = dict(other_estimators or {})
+        if estimator is not None:
+            self.estimators[EMBEDDED_ESTIMATOR] = estimator
+        self.cache = cache
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.schedule = NoiseSchedule(model.alphas_cumprod)
+        if self.offloads_estimators:
+            for depth_estimator in self.estimators.values():
+                depth_estimator.to("cpu")
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        cache: DepthCache | None = None,
+    ) -> Depth2ImgPipeline:
+        """Load a 512-depth-ema .ckpt/.safetensors (or a demo file); `WeightsError` if it is not one."""
+        model, estimator = load_checkpoint(path, device=device, dtype=dtype)
+        return cls(model, estimator, cache, checkpoint_path=path)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def offloads_estimators(self) -> bool:
+        """On CUDA the estimators wait on the CPU and visit the GPU only to estimate."""
+        return self.device.type == "cuda"
+
+    @property
+    def model_name(self) -> str | None:
+        return self.checkpoint_path.stem if self.checkpoint_path is not None else None
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        request: GenerationRequest,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        width, height = request.size
+        latent_size = (height // LATENT_FACTOR, width // LATENT_FACTOR)
+        seed = resolve_seed(request.seed)
+        seeds = [seed + index for index in range(request.batch_size)]
+        batch = request.batch_size
+
+        depth = self._depth(request, (width, height))
+        depth_cond = depth_conditioning([depth], latent_size, device=self.device).expand(batch, -1, -1, -1)
+
+        init_pixels = init_latent = mask = None
+        if request.init_image is not None:
+            init_pixels = _fit_rgb(request.init_image, (width, height), request.resize_mode)
+            init_latent = self.model.encode_images(_to_model_input(init_pixels, self.device))
+            init_latent = init_latent.expand(batch, -1, -1, -1)
+        if request.mask is not None:
+            mask = _Mask(request.mask, (width, height), request.resize_mode, request.mask_blur, self.device)
+
+        sampler = get_sampler(request.sampler)
+        sigmas = img2img_plan(self.schedule.plan(sampler.plan, request.steps), request.strength)
+        noise = SeededNoise(seeds, (LATENT_CHANNELS, *latent_size), device=self.device)
+        x = noise() * float(sigmas[0])
+        if init_latent is not None:
+            x = x + init_latent
+
+        context = self.model.encode_prompts([request.prompt, request.negative_prompt]).float()
+        denoiser = _GuidedDenoiser(
+            self.model, self.schedule, context, depth_cond, request.cfg_scale,
+            init_latent=init_latent, keep=None if mask is None else mask.latent_keep,
+        )
+        latents = sample(sampler, denoiser, x, sigmas, draw_noise=noise, progress=progress, cancel=cancel)
+        if mask is not None:
+            latents = latents * (1 - mask.latent_keep) + init_latent * mask.latent_keep
+
+        images = _to_pil(self.model.decode_latents(latents))
+        if mask is not None:
+            original = Image.fromarray(_to_uint8(init_pixels))
+            images = [Image.composite(image, original, mask.overlay) for image in images]
+        infotexts = [self._infotext(request, item_seed, (width, height)) for item_seed in seeds]
+        return GenerationResult(images, seeds, depth_to_preview(depth), infotexts, depth)
+
+    def depth_range(self, images: Iterable[Image.Image], depth: Depth2imgArgs) -> tuple[float, float]:
+        """One (lo, hi) over the raw depth estimates of all `images`, for `GenerationRequest.depth_range`.
+
+        For the frames of a video: normalising every frame by the same range keeps a gray level
+        at the same distance in every frame, where per-frame min..max makes the depth flicker.
+        The range is the min and max over all frames (`depthmap.sequence_range`). Images are
+        consumed one at a time; their estimates go to the cache, so generating reuses them.
+        """
+        with self._estimator_visit() as load:
+            estimator = load(depth.estimator)
+            net_size = depth.net_size or None
+            raws = (
+                estimate_raw_depths([image], estimator, net_size=net_size, cache=self.cache)[0][0]
+                for image in images
+            )
+            return sequence_range(raws)
+
+    def _depth(self, request: GenerationRequest, size: tuple[int, int]) -> np.ndarray:
+        """The adjusted depth map at the result's size (estimated only when there is no own map)."""
+        with self._estimator_visit() as load:
+            return depth_for_image(
+                request.init_image, request.depth, lambda: load(request.depth.estimator), self.cache,
+                size=size, resize_mode=request.resize_mode, normalize_range=request.depth_range,
+            ).depth
+
+    @contextlib.contextmanager
+    def _estimator_visit(self) -> Iterator[Callable[[str], DepthEstimator]]:
+        """Yields a loader of estimators by name that moves them to the model's device; on CUDA
+        they go back to the CPU afterwards, so MiDaS does not hold GPU memory while the UNet runs."""
+        used: list[DepthEstimator] = []
+
+        def load(name: str) -> DepthEstimator:
+            estimator = self._estimator(name).to(self.device)
+            used.append(estimator)
+            return estimator
+
+        try:
+            yield load
+        finally:
+            if self.offloads_estimators and used:
+                for estimator in used:
+                    estimator.to("cpu")
+                torch.cuda.empty_cache()
+
+    def _estimator(self, name: str) -> DepthEstimator:
+        if name not in self.estimators:
+            available = ", ".join(self.estimators) or "none"
+            raise SettingsError(
+                f"Depth estimator {name!r} is not loaded here (available: {available}); choose one of "
+                "those, or give your own depth map."
+            )
+        return self.estimators[name]
+
+    def _infotext(self, request: GenerationRequest, seed: int, size: tuple[int, int]) -> str:
+        params = {
+            "Steps": request.steps,
+            "Sampler": get_sampler(request.sampler).name,
+            "CFG scale": request.cfg_scale,
+            "Seed": seed,
+            "Size": f"{size[0]}x{size[1]}",
+            "Model hash": model_hash(self.checkpoint_path) if self.checkpoint_path is not None else None,
+            "Model": self.model_name,
+            "Denoising strength": request.strength,
+            "Mask blur": request.mask_blur if request.mask is not None and request.mask_blur else None,
+            **dataclasses.replace(request.depth, enabled=True).to_infotext(),
+        }
+        return build_infotext(request.prompt, request.negative_prompt, params)
+
+
+class _GuidedDenoiser:
+    """The samplers' denoiser: eps-prediction UNet -> estimate of x0, with CFG and the inpaint blend.
+
+    In sigma form the UNet sees x / sqrt(sigma^2 + 1) at the training timestep of sigma, and its
+    noise prediction gives x0 = x - sigma * eps. Guidance mixes the two predictions as
+    uncond + scale * (cond - uncond), from one batched call; at scale 1 that is cond alone, so
+    the uncond half is skipped. Outside the mask the estimate is the init latent: every sampler
+    then keeps those latents exactly at "init latent + the level's noise", as A1111 does.
+    """
+
+    def __init__(
+        self,
+        model: SD2DepthModel,
+        schedule: NoiseSchedule,
+        context: torch.Tensor,
+        depth: torch.Tensor,
+        cfg_scale: float,
+        *,
+        init_latent: torch.Tensor | None,
+        keep: torch.Tensor | None,
+    ) -> None:
+        batch = depth.shape[0]
+        self.model, self.schedule, self.cfg_scale = model, schedule, float(cfg_scale)
+        self.init_latent, self.keep = init_latent, keep
+        cond, uncond = (c.expand(batch, -1, -1) for c in context.split(1))
+        if self.guided:
+            self.context, self.depth = torch.cat([cond, uncond]), torch.cat([depth, depth])
+        else:
+            self.context, self.depth = cond, depth
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        t = self.schedule.sigma_to_t(torch.tensor([sigma])).to(x.device)
+        scaled = x / (sigma**2 + 1) ** 0.5
+        if self.guided:
+            eps_cond, eps_uncond = self.model.predict_noise(
+                torch.cat([scaled, scaled]), t, self.context, self.depth
+            ).chunk(2)
+            eps = eps_uncond + self.cfg_scale * (eps_cond - eps_uncond)
+        else:
+            eps = self.model.predict_noise(scaled, t, self.context, self.depth)
+        denoised = x - sigma * eps.float()
+        if self.keep is not None:
+            denoised = denoised * (1 - self.keep) + self.init_latent * self.keep
+        return denoised
+
+
+class _Mask:
+    """An inpaint mask prepared as A1111 does ("Inpaint masked", "original" content, whole picture).
+
+    The mask (white = repaint; an RGBA mask with transparency uses its alpha, rounded) is blurred
+    by `blur` pixels, fitted to the size; the latent mask is its bicubic reduction to the latent
+    size rounded to 0/1; the overlay mask is the fitted mask doubled and clipped (A1111's
+    `mask_for_overlay`), so the original is pasted back only where the mask is below half.
+    """
+
+    def __init__(
+        self, image: Image.Image, size: tuple[int, int], resize_mode: int, blur: int, device: torch.device
+    ) -> None:
+        if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+            values = (np.asarray(image.getchannel("A"), dtype=np.float32) > 128).astype(np.float32)
+        else:
+            values = np.asarray(image.convert("L"), dtype=np.float32) / 255
+        if blur > 0:
+            values = gaussian_blur(values, blur)
+        values = fit_to_size(values, size, resize_mode)
+        self.overlay = Image.fromarray(_to_uint8(np.clip(values * 2, 0, 1)), mode="L")
+        latent_size = (size[0] // LATENT_FACTOR, size[1] // LATENT_FACTOR)
+        reduced = Image.fromarray(values, mode="F").resize(latent_size, Image.Resampling.BICUBIC)
+        repaint = torch.from_numpy(np.around(np.clip(np.asarray(reduced), 0, 1)))
+        self.latent_keep = (1 - repaint)[None, None].to(device, torch.float32)
+
+
+def resolve_seed(seed: int) -> int:
+    """-1 means a random seed, drawn as A1111 does; any other seed is kept."""
+    return int(random.randrange(MAX_SEED)) if seed == -1 else int(seed)
+
+
+def _fit_rgb(image: Image.Image, size: tuple[int, int], resize_mode: int) -> np.ndarray:
+    """The init image as float32 H x W x 3 in [0, 1] at `size`; transparency flattened on white (A1111)."""
+    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return np.stack([fit_to_size(rgb[..., channel], size, resize_mode) for channel in range(3)], axis=-1)
+
+
+def _to_model_input(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].to(device) * 2 - 1
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(values, 0, 1) * 255).astype(np.uint8)
+
+
+def _to_pil(images: torch.Tensor) -> list[Image.Image]:
+    pixels = ((images.float() + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(_to_uint8(item)) for item in pixels]
+
+
+def _round8(value: float) -> int:
+    return max(LATENT_FACTOR, round(value / LATENT_FACTOR) * LATENT_FACTOR)
+
+
+def _wxh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _check_int(name: str, value: object, low: int, high: int, label: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SettingsError(f"{label} ({name}) must be a whole number, got {value!r}.")
+    if not low <= value <= high:
+        raise SettingsError(f"{label} ({name}) must be between {low} and {high}, got {value}.")
+
+
+def _check_number(name: str, value: object, low: float, high: float, label: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or math.isnan(value):
+        raise SettingsError(f"{label} ({name}) must be a number, got {value!r}.")
+    if not low <= value <= high:
+        raise SettingsError(f"{label} ({name}) must be between {low:g} and {high:g}, got {value:g}.")
