@@ -1,0 +1,56 @@
+// Browser side of the Depth2img panel (lib_depth2img/ui/panel.py). A1111 loads every file in
+// javascript/ into its page; the standalone app loads this one. Defines only depth2img* names.
+
+/**
+ * The preview button's inputs, given what gradio passes (its inputs, then its outputs): the
+ * first input becomes the number of the selected source tab, and every other source image
+ * becomes null, so that only the image the user sees is uploaded.
+ */
+function depth2imgPreviewInputs(tabsId, sourceCount, inputCount, args) {
+    const values = Array.from(args).slice(0, inputCount);
+    const active = depth2imgSelectedTab(tabsId);
+    values[0] = active;
+    for (let source = 0; source < sourceCount; source++) {
+        if (source !== active) values[1 + source] = null;
+    }
+    return values;
+}
+
+/** Number of the selected tab of the gr.Tabs with this elem_id; 0 where it is not on the page. */
+function depth2imgSelectedTab(tabsId) {
+    const root = typeof gradioApp === "function" ? gradioApp() : document;
+    // the first tab bar inside is the element's own; nested tabs (A1111's Batch) come later
+    const nav = root.querySelector("#" + tabsId + " .tab-nav");
+    if (!nav) return 0;
+    const selected = Array.from(nav.querySelectorAll("button")).findIndex((b) => b.classList.contains("selected"));
+    return Math.max(selected, 0);
+}
+
+/**
+ * Show each control's hint (from Depth2imgArgs.specs(), sent by the panel in a hidden
+ * `depth2img_<tab>_hints` element) as its tooltip, as A1111 does for its own controls.
+ * Runs again after UI updates, for controls rendered late; keeps titles already set.
+ */
+function depth2imgApplyHints() {
+    if (!depth2imgApplyHints.hints) {
+        if (!window.gradio_config) return;
+        depth2imgApplyHints.hints = [];
+        for (const component of window.gradio_config.components) {
+            const props = component.props || {};
+            if (/^depth2img_.+_hints$/.test(props.elem_id || "")) {
+                depth2imgApplyHints.hints.push(...Object.entries(JSON.parse(props.value || "{}")));
+            }
+        }
+    }
+    const root = typeof gradioApp === "function" ? gradioApp() : document;
+    for (const [elemId, hint] of depth2imgApplyHints.hints) {
+        const element = root.getElementById(elemId);
+        if (element && !element.title) element.title = hint;
+    }
+}
+
+if (typeof onAfterUiUpdate === "function") {
+    onAfterUiUpdate(depth2imgApplyHints);
+} else {
+    new MutationObserver(depth2imgApplyHints).observe(document.documentElement, {childList: true, subtree: true});
+}

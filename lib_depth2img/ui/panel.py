@@ -1,0 +1,394 @@
+"""The Depth2img panel: one gradio accordion shared by the A1111 script and the standalone app.
+
+Every control is built from `Depth2imgArgs.specs()` (label, bounds, step, hint), so the panel
+never repeats a setting. The panel knows no host: a host passes its services, its image
+component(s) and, if it has them, its own layout classes (A1111's `InputAccordion`,
+`ToolButton`, `FormRow`). Runs on gradio 3.41 (A1111 v1.10) and on gradio 4 (Forge).
+
+Wiring a host (A1111 adapter, from `Script.ui(is_img2img)`)::
+
+    panel = build_panel(
+        "img2img" if is_img2img else "txt2img",
+        depth_service,                               # any `ui.DepthServices`
+        image_sources=[img2img_image, img2img_sketch, img2maskimg, inpaint_sketch, img_inpaint_base]
+        if is_img2img else [],                       # in the order of the sub-tabs
+        source_tabs="mode_img2img" if is_img2img else None,
+        widgets=HostWidgets(InputAccordion, ToolButton, FormRow),
+    )
+    self.infotext_fields = panel.infotext_fields
+    return panel.inputs                              # Depth2imgArgs field order
+
+The standalone app passes its one `gr.Image` as `image_sources=[image]` and no `source_tabs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ..args import Depth2imgArgs
+from ..depth_source import DepthOrigin, DepthResult
+from ..depthmap import depth_to_preview
+from ..errors import Depth2imgError
+from . import DepthServices, depth_png
+
+log = logging.getLogger(__name__)
+
+PANEL_TITLE = "Depth2img"
+ELEM_PREFIX = "depth2img"
+REFRESH_SYMBOL = "\U0001f504"  # 🔄
+NO_CHECKPOINT_MESSAGE = (
+    "No depth checkpoint found: put 512-depth-ema.safetensors in models/Stable-diffusion or click Install."
+)
+_GRADIO_MAJOR = int(gr.__version__.split(".")[0])
+_PREVIEW_DIR = Path(tempfile.gettempdir()) / "depth2img-previews"
+_ORIGIN_TEXT = {
+    DepthOrigin.OWN_MAP: "your depth map",
+    DepthOrigin.CACHE: "depth map from the cache (estimated before)",
+    DepthOrigin.ESTIMATOR: "depth map estimated by the {estimator} estimator",
+}
+_BUTTON_HINTS = {
+    "refresh": "Look again for depth checkpoints and estimator weights.",
+    "install": "Download 512-depth-ema (5.7 GB) from Hugging Face into the models folder.",
+    "preview": "Estimate the depth map of the current image with these settings, as Generate will use it.",
+    "depth_file": "The depth map as a 16-bit PNG, without the banding of the 8-bit preview.",
+}
+
+
+@dataclass(frozen=True)
+class HostWidgets:
+    """Layout classes of the host, so the panel looks native there; plain gradio otherwise.
+
+    `input_accordion(value, label=, elem_id=)` must make an accordion that is also the Enable
+    checkbox (A1111 v1.10's `modules.ui_components.InputAccordion`).
+    """
+
+    input_accordion: Callable[..., Any] | None = None
+    tool_button: Callable[..., Any] | None = None
+    form_row: Callable[..., Any] = gr.Row
+
+
+@dataclass
+class DepthPanel:
+    """The built panel: the controls a host returns from `ui()` and the parts it may style or test."""
+
+    tab: str
+    controls: dict[str, Any]
+    """Every setting's component by `Depth2imgArgs` field name."""
+    refresh_button: Any
+    install_button: Any
+    preview_button: Any
+    preview_image: Any
+    depth_file: Any
+    status: Any
+    hints: dict[str, str]
+    """Tooltip per elem_id, applied in the browser by javascript/depth2img.js."""
+
+    @property
+    def inputs(self) -> list[Any]:
+        """The settings' components in `Depth2imgArgs` field order: the script's `ui()` return value."""
+        return [self.controls[name] for name, _ in Depth2imgArgs.specs()]
+
+    @property
+    def infotext_fields(self) -> list[tuple[Any, str]]:
+        """(component, PNG-info key) for every setting written to the infotext, for A1111's paste."""
+        return [(self.controls[name], spec.infotext) for name, spec in Depth2imgArgs.specs() if spec.infotext]
+
+
+def _passing_undecodable_uploads(preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An image upload's preprocessing that hands an undecodable file on as it came.
+
+    gradio raises inside its own preprocessing when an upload is not a readable image, and the
+    user sees a bare "Error". Passed on, the file reaches `images.load_depth_map`, whose
+    `ImageError` says what is wrong, in the status line for a preview and for a job alike.
+    (Wrapped on the instance: a gr.Image subclass would make gradio 4 write a .pyi stub.)
+    """
+
+    def tolerant(payload: Any) -> Any:
+        try:
+            return preprocess(payload)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return getattr(payload, "path", payload)  # gradio 4 passes a FileData, gradio 3 a data URL
+
+    return tolerant
+
+
+def build_panel(
+    tab: str,
+    services: DepthServices,
+    *,
+    image_sources: Sequence[Any] = (),
+    source_tabs: str | None = None,
+    widgets: HostWidgets = HostWidgets(),
+    show_depth_folder: bool | None = None,
+) -> DepthPanel:
+    """Build the panel inside the caller's open `gr.Blocks` and wire its buttons.
+
+    tab: a short word ("txt2img", "img2img") put into every elem_id: `depth2img_<tab>_<field>`.
+    image_sources: the host's init-image components (gr.Image; a {"image": ...} value from a
+        sketch tool is unwrapped), in the order of the tabs named by `source_tabs`.
+    source_tabs: elem_id of the host's `gr.Tabs` whose selected tab number picks the image
+        source for the preview (the browser sends only that image). None: the first source.
+        A tab without a source (A1111's Batch) previews your own depth map only.
+    show_depth_folder: show the batch depth-folder box; by default only in the img2img tab.
+    """
+    builder = _PanelBuilder(tab, services, widgets)
+    panel = builder.build(tab == "img2img" if show_depth_folder is None else show_depth_folder)
+    builder.wire(panel, list(image_sources), source_tabs)
+    return panel
+
+
+class _PanelBuilder:
+    """Lays the controls out from the specs, then wires the buttons to the host's services."""
+
+    def __init__(self, tab: str, services: DepthServices, widgets: HostWidgets) -> None:
+        self.tab = tab
+        self.services = services
+        self.widgets = widgets
+        self.controls: dict[str, Any] = {}
+        self.hints: dict[str, str] = {}
+        self.defaults = Depth2imgArgs.defaults()
+
+    def elem_id(self, name: str) -> str:
+        return f"{ELEM_PREFIX}_{self.tab}_{name}"
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def build(self, show_depth_folder: bool) -> DepthPanel:
+        checkpoints = self.services.depth_checkpoint_titles()
+        with self.accordion(), gr.Column(elem_classes=["depth2img-panel"]):
+            with self.widgets.form_row(elem_classes=["depth2img-row"]):
+                self.dropdown("checkpoint", checkpoints)
+                refresh_button = self.tool_button(REFRESH_SYMBOL, "refresh")
+                install_button = gr.Button(
+                    "Install depth model", visible=not checkpoints, elem_id=self.elem_id("install"),
+                    elem_classes=["depth2img-install"],
+                )
+                self.hint("install", _BUTTON_HINTS["install"])
+            with self.widgets.form_row(elem_classes=["depth2img-row"]):
+                self.dropdown("estimator", self.services.estimator_choices())
+                self.slider("net_size")
+            with gr.Row(elem_classes=["depth2img-images"]):
+                with gr.Column():
+                    self.own_depth_map("depth_image")
+                with gr.Column():
+                    preview_image = gr.Image(
+                        label="Depth map", type="pil", interactive=False, height=256,
+                        elem_id=self.elem_id("preview_image"),
+                    )
+                    depth_file = gr.File(
+                        label="16-bit PNG", interactive=False, elem_id=self.elem_id("depth_file"),
+                        elem_classes=["depth2img-file"],
+                    )
+                    self.hint("depth_file", _BUTTON_HINTS["depth_file"])
+            preview_button = gr.Button(
+                "Show depth map", elem_id=self.elem_id("preview"), elem_classes=["depth2img-preview"]
+            )
+            self.hint("preview", _BUTTON_HINTS["preview"])
+            self.textbox("depth_folder", visible=show_depth_folder)
+            with self.widgets.form_row(elem_classes=["depth2img-row"]):
+                self.checkbox("invert")
+                self.slider("far_clip")
+                self.slider("near_clip")
+            with self.widgets.form_row(elem_classes=["depth2img-row"]):
+                self.slider("gamma")
+                self.slider("blur")
+            with self.widgets.form_row(elem_classes=["depth2img-row"]):
+                self.checkbox("append_depth")
+                self.checkbox("save_depth")
+            status = gr.HTML(
+                _status_html(NO_CHECKPOINT_MESSAGE, error=True) if not checkpoints else "",
+                elem_id=self.elem_id("status"),
+            )
+            gr.HTML(json.dumps(self.hints), visible=False, elem_id=self.elem_id("hints"))
+            self.active_source = gr.Number(
+                value=0, precision=0, visible=False, elem_id=self.elem_id("active_source")
+            )  # the preview's first input: the browser puts the selected source tab's number here
+        return DepthPanel(
+            self.tab, self.controls, refresh_button, install_button, preview_button,
+            preview_image, depth_file, status, self.hints,
+        )
+
+    @contextlib.contextmanager
+    def accordion(self) -> Iterator[None]:
+        """The panel's accordion; a host's InputAccordion is the Enable control itself."""
+        elem_id = f"{ELEM_PREFIX}_{self.tab}"
+        if self.widgets.input_accordion is not None:
+            with self.widgets.input_accordion(self.defaults["enabled"], label=PANEL_TITLE, elem_id=elem_id) as enable:
+                self.controls["enabled"] = enable
+                yield
+        else:
+            with gr.Accordion(PANEL_TITLE, open=False, elem_id=elem_id):
+                self.checkbox("enabled")
+                yield
+
+    # -- controls from the specs -------------------------------------------------------------
+
+    def setting(self, name: str, make: Callable[..., Any], **options: Any) -> Any:
+        spec = Depth2imgArgs.spec(name)
+        component = make(label=spec.label, elem_id=self.elem_id(name), **options)
+        self.controls[name] = component
+        self.hint(name, spec.hint)
+        return component
+
+    def hint(self, name: str, text: str) -> None:
+        if text:
+            self.hints[self.elem_id(name)] = text
+
+    def checkbox(self, name: str) -> Any:
+        return self.setting(name, gr.Checkbox, value=self.defaults[name])
+
+    def textbox(self, name: str, visible: bool = True) -> Any:
+        return self.setting(name, gr.Textbox, value=self.defaults[name], visible=visible)
+
+    def slider(self, name: str) -> Any:
+        spec = Depth2imgArgs.spec(name)
+        return self.setting(
+            name, gr.Slider, value=self.defaults[name], minimum=spec.minimum, maximum=spec.maximum, step=spec.step
+        )
+
+    def dropdown(self, name: str, choices: list[str]) -> Any:
+        # custom values: an infotext paste may name a checkpoint this machine lacks; the job says so
+        return self.setting(
+            name, gr.Dropdown, value=self.defaults[name], choices=choices, allow_custom_value=True
+        )
+
+    def own_depth_map(self, name: str) -> Any:
+        # image_mode=None keeps a 16-bit upload 16-bit; gradio's default "RGB" clips it to 8 bits
+        upload = self.setting(name, gr.Image, type="pil", image_mode=None, height=256)
+        upload.preprocess = _passing_undecodable_uploads(upload.preprocess)
+        return upload
+
+    def tool_button(self, symbol: str, name: str) -> Any:
+        make = self.widgets.tool_button or gr.Button
+        button = make(symbol, elem_id=self.elem_id(name), elem_classes=["depth2img-tool"])
+        self.hint(name, _BUTTON_HINTS[name])
+        return button
+
+    # -- events ------------------------------------------------------------------------------
+
+    def wire(self, panel: DepthPanel, image_sources: list[Any], source_tabs: str | None) -> None:
+        services = self.services
+        checkpoint, estimator = panel.controls["checkpoint"], panel.controls["estimator"]
+        preview_inputs = [self.active_source, *image_sources, *panel.inputs]
+        no_image_message = (
+            "Depth2img: put an image in the current tab first, or upload your own depth map."
+            if image_sources else
+            f"Depth2img: {self.tab} has no init image; upload your own depth map to preview it."
+        )
+
+        def preview(active: float | None, *values: Any) -> tuple[Any, Any, str]:
+            sources, settings = values[: len(image_sources)], values[len(image_sources):]
+            return _preview_depth(services, _active_image(sources, active), settings, no_image_message)
+
+        select_source = {}
+        if source_tabs is not None:
+            select_source = _js_option(
+                f"(...args) => depth2imgPreviewInputs({json.dumps(source_tabs)}, "
+                f"{len(image_sources)}, {len(preview_inputs)}, args)"
+            )
+        panel.preview_button.click(
+            preview, inputs=preview_inputs, outputs=[panel.preview_image, panel.depth_file, panel.status],
+            **select_source,
+        )
+
+        def refresh() -> tuple[Any, Any, Any, str]:
+            titles = services.depth_checkpoint_titles()
+            return (
+                gr.update(choices=titles), gr.update(choices=services.estimator_choices()),
+                gr.update(visible=not titles), "" if titles else _status_html(NO_CHECKPOINT_MESSAGE, error=True),
+            )
+
+        refresh_outputs = [checkpoint, estimator, panel.install_button, panel.status]
+        panel.refresh_button.click(refresh, inputs=[], outputs=refresh_outputs)
+
+        def install(progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, Any, str]:  # noqa: B008
+            def report(done: int, total: int | None) -> None:
+                progress((done, total), desc="Downloading the depth model", unit="bytes")
+
+            try:
+                where = services.install_depth_model(progress=report)
+            except Depth2imgError as error:
+                return gr.update(), gr.update(), gr.update(), _status_html(str(error), error=True)
+            *updates, _ = refresh()
+            return (*updates, _status_html(f"Depth2img: installed the depth model as {where}."))
+
+        panel.install_button.click(install, inputs=[], outputs=refresh_outputs)
+
+
+def _preview_depth(
+    services: DepthServices, image: Image.Image | None, settings: Sequence[Any], no_image_message: str
+) -> tuple[Image.Image | None, str | None, str]:
+    """(8-bit preview, 16-bit PNG path, status HTML) for the preview button; never raises for
+    the user's mistakes, which go to the status line."""
+    started = time.perf_counter()
+    try:
+        args = Depth2imgArgs.from_values(settings)
+        if image is None and args.depth_image is None:
+            raise Depth2imgError(no_image_message)
+        result = services.estimate_depth(image, args)
+    except Depth2imgError as error:
+        return None, None, _status_html(str(error), error=True)
+    except Exception as error:  # a bug: keep the traceback in the console, keep the WebUI usable
+        log.exception("Depth2img preview failed")
+        return None, None, _status_html(
+            f"Depth2img: the preview failed ({type(error).__name__}: {error}); the console has the details.",
+            error=True,
+        )
+    return depth_to_preview(result.depth), _write_16bit_png(result), _describe(result, args, started)
+
+
+def _describe(result: DepthResult, args: Depth2imgArgs, started: float) -> str:
+    height, width = result.depth.shape
+    origin = _ORIGIN_TEXT[result.origin].format(estimator=args.estimator)
+    message = f"Depth2img: {origin}, {width} x {height}, {time.perf_counter() - started:.1f} s."
+    if float(result.depth.min()) == float(result.depth.max()):
+        return _status_html(
+            message + " It is flat (one gray level everywhere), so the depth model gets no depth to follow: "
+            "check your depth map or the clip settings.",
+            error=True,
+        )
+    return _status_html(message)
+
+
+def _active_image(sources: Sequence[Any], active: float | None) -> Image.Image | None:
+    """The image of the selected source tab; a sketch tool's {"image", "mask"} value gives its image."""
+    index = int(active or 0)
+    value = sources[index] if 0 <= index < len(sources) else None
+    if isinstance(value, dict):  # gradio 3 sketch tools; gradio 4 ImageEditor has "composite"
+        value = value.get("image", value.get("composite"))
+    return value
+
+
+def _write_16bit_png(result: DepthResult) -> str:
+    """Save the 16-bit map under a name made from its content, so concurrent previews never clash."""
+    buffer = depth_png(result.depth, bits=16)
+    height, width = result.depth.shape
+    digest = hashlib.blake2b(buffer, digest_size=8).hexdigest()
+    _PREVIEW_DIR.mkdir(parents=True, exist_ok=True)
+    path = _PREVIEW_DIR / f"depth2img-{width}x{height}-{digest}.png"
+    if not path.exists():
+        path.write_bytes(buffer)
+    return str(path)
+
+
+def _status_html(message: str, *, error: bool = False) -> str:
+    kind = "depth2img-status-error" if error else "depth2img-status-info"
+    return f'<p class="depth2img-status {kind}">{html.escape(message)}</p>'
+
+
+def _js_option(code: str) -> dict[str, str]:
+    """The browser-side function of an event: `_js=` in gradio 3, `js=` in gradio 4."""
+    return {"_js": code} if _GRADIO_MAJOR < 4 else {"js": code}

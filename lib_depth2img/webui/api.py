@@ -1,0 +1,154 @@
+"""The HTTP routes of depth2img inside A1111: depth maps, models and install over JSON.
+
+The adapter calls `mount(app, depth_service)` from its `on_app_started(demo, app)` callback;
+tests mount a stand-in service on a bare FastAPI app. Nothing here imports A1111.
+
+    POST /depth2img/v1/depth     {"image": b64, "args": {...}, "bit_depth": 8|16}
+                                 -> {"depth": b64 PNG, "bit_depth", "source", "width", "height"}
+    GET  /depth2img/v1/models    -> {"checkpoints": [...], "estimators": [...], "cache": {...}}
+    POST /depth2img/v1/install   {"format": "safetensors"|"ckpt"} -> {"path", "checkpoints"}
+
+Images are base64, with or without a `data:image/...;base64,` prefix; they are never taken as
+file names on the server. `args` holds `Depth2imgArgs` fields by name (`depth_image`: your own
+depth map as base64). The answer's `source` says where the depth came from: "estimator",
+"cache" (estimated before, by a preview, a job or this route) or "own map".
+
+Errors carry their message in `detail` (under A1111's `--api` middleware, next to `error`):
+    400  an image or depth map that is not base64, not an image, damaged or too large
+    422  a body of the wrong shape (FastAPI's list of field errors), an unknown setting, a value
+         out of its range or of the wrong type, no image and no own depth map
+    409  no usable depth checkpoint or estimator weights here: install them (POST /install)
+    502  the model download failed (network, mirror, checksum); the message says what to do
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, HTTPException
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from ..args import Depth2imgArgs
+from ..errors import Depth2imgError, ImageError, SettingsError, WeightsError
+from ..images import load_image
+from ..model_download import DEFAULT_FORMAT, FORMATS, DownloadError
+from ..ui import DepthApiServices, depth_png
+
+ROUTE_PREFIX = "/depth2img/v1"
+
+_DATA_URL_PREFIX = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
+STATUS_BY_ERROR = ((ImageError, 400), (SettingsError, 422), (WeightsError, 409), (DownloadError, 502))
+"""HTTP status per user-error class, first match wins; any other `Depth2imgError` is a 400."""
+
+
+class DepthRequest(BaseModel):
+    image: str | None = Field(None, description="Init image, base64; may be left out with args.depth_image.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Depth2imgArgs fields by name.")
+    bit_depth: Literal[8, 16] = Field(8, description="8: a gray PNG to look at; 16: every level kept.")
+
+    class Config:
+        extra = "forbid"
+
+
+class DepthResponse(BaseModel):
+    depth: str = Field(description="The adjusted depth map as a gray PNG, base64; white = near.")
+    bit_depth: int
+    source: str = Field(description='"estimator", "cache" or "own map".')
+    width: int
+    height: int
+
+
+class ModelsResponse(BaseModel):
+    checkpoints: list[str]
+    estimators: list[str]
+    cache: dict[str, Any]
+
+
+class InstallRequest(BaseModel):
+    format: Literal[FORMATS] = DEFAULT_FORMAT  # type: ignore[valid-type]
+
+    class Config:
+        extra = "forbid"
+
+
+class InstallResponse(BaseModel):
+    path: str
+    checkpoints: list[str]
+
+
+def mount(app: FastAPI, service: DepthApiServices) -> None:
+    """Add the depth2img routes to `app`, answering through `service`."""
+    router = APIRouter(prefix=ROUTE_PREFIX, tags=["depth2img"])
+
+    @router.post("/depth", response_model=DepthResponse)
+    def depth(request: DepthRequest) -> DepthResponse:
+        with _user_errors_as_http():
+            image = decode_base64_image(request.image, "image") if request.image is not None else None
+            args = Depth2imgArgs.from_values(_with_decoded_depth_image(request.args))
+            result = service.estimate_depth(image, args)
+        height, width = result.depth.shape
+        encoded = base64.b64encode(depth_png(result.depth, bits=request.bit_depth)).decode("ascii")
+        return DepthResponse(
+            depth=encoded, bit_depth=request.bit_depth, source=result.origin.value, width=width, height=height
+        )
+
+    @router.get("/models", response_model=ModelsResponse)
+    def models() -> ModelsResponse:
+        return ModelsResponse(
+            checkpoints=service.depth_checkpoint_titles(),
+            estimators=service.estimator_choices(),
+            cache=service.cache_stats(),
+        )
+
+    @router.post("/install", response_model=InstallResponse)
+    def install(request: InstallRequest | None = None) -> InstallResponse:
+        with _user_errors_as_http():
+            path = service.install_depth_model((request or InstallRequest()).format)
+        return InstallResponse(path=str(path), checkpoints=service.depth_checkpoint_titles())
+
+    app.include_router(router)
+
+
+@contextlib.contextmanager
+def _user_errors_as_http() -> Iterator[None]:
+    """Turn the user's mistakes (`Depth2imgError`) into HTTP errors; bugs stay 500s with tracebacks."""
+    try:
+        yield
+    except Depth2imgError as error:
+        raise HTTPException(status_code=http_status(error), detail=str(error)) from error
+
+
+def http_status(error: Depth2imgError) -> int:
+    """The status a user error gets over HTTP, here and wherever the adapter answers the API."""
+    return next((code for cls, code in STATUS_BY_ERROR if isinstance(error, cls)), 400)
+
+
+def _with_decoded_depth_image(args: dict[str, Any]) -> dict[str, Any]:
+    """`args` with its base64 `depth_image` decoded, so a string is never read as a server path."""
+    encoded = args.get("depth_image")
+    if encoded is None:
+        return args
+    if not isinstance(encoded, str):
+        raise SettingsError(
+            f"Depth2img: 'depth_image' must be a base64-encoded image, got {type(encoded).__name__}."
+        )
+    return {**args, "depth_image": decode_base64_image(encoded, "args.depth_image")}
+
+
+def decode_base64_image(encoded: str, name: str) -> Image.Image:
+    """A base64 image (data URL prefix allowed) as PIL in its own mode; `ImageError` names `name`.
+
+    Strictly base64: a string is never taken as a file name on the server.
+    """
+    text = "".join(_DATA_URL_PREFIX.sub("", encoded.strip(), count=1).split())
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(f"{name}: not valid base64; send the image file's bytes base64-encoded.") from None
+    return load_image(data, name=name)
