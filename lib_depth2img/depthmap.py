@@ -1,0 +1,226 @@
+"""Depth-map handling: normalisation, adjustments, resizing, preview images and conditioning.
+
+Everything works on float32 arrays, H x W; a *normalised* map lies in [0, 1] with 0 = far and
+1 = near (white = near, as MiDaS and the depth model see it). Nothing is rounded to 8 bits
+before the preview image itself, so adjustments never create banding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .args import DepthAdjustments
+from .errors import SettingsError
+
+RESIZE_MODES = {
+    0: "Just resize",
+    1: "Crop and resize",
+    2: "Resize and fill",
+    3: "Just resize (latent upscale)",
+}
+"""A1111's img2img resize modes (`p.resize_mode`), which `fit_to_size` reproduces."""
+
+CONDITIONING_EPSILON = 0.001
+"""The `+ 0.001` in the training-time normalisation of `LatentDepth2ImageDiffusion`."""
+
+_GAUSSIAN_TRUNCATE = 3.0  # kernel reaches 3 sigma each side, like scipy's default 4 but cheaper
+
+
+# -- normalisation ---------------------------------------------------------------------------------
+
+
+def normalize_depth(raw: np.ndarray, range: tuple[float, float] | None = None) -> np.ndarray:
+    """Raw estimator output (relative inverse depth, any scale) to float32 in [0, 1], 0 = far.
+
+    `range` = (lo, hi) maps lo to 0 and hi to 1 and clips outside it: give one range to all
+    frames of a sequence (see `sequence_range`) so their brightness does not flicker. Without
+    it the map's own min..max is used. A flat map (hi == lo) becomes all 0 (everything far).
+    """
+    values = np.asarray(raw, dtype=np.float32)
+    low, high = (float(values.min()), float(values.max())) if range is None else map(float, range)
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def sequence_range(raws: Iterable[np.ndarray]) -> tuple[float, float]:
+    """One (lo, hi) covering every raw map of a sequence, for `normalize_depth(raw, range=...)`."""
+    extremes = [(float(np.min(raw)), float(np.max(raw))) for raw in raws]
+    return min(low for low, _ in extremes), max(high for _, high in extremes)
+
+
+# -- adjustments -----------------------------------------------------------------------------------
+
+
+def apply_adjustments(depth: np.ndarray, adjustments: DepthAdjustments) -> np.ndarray:
+    """Apply the user's edits to a normalised map, in the order `DepthAdjustments` lists them.
+
+    invert (1 - d) → far/near clip, stretching [far, near] back to [0, 1] → gamma (d ** gamma)
+    → gaussian blur with standard deviation `blur` pixels. Returns a new float32 array.
+    """
+    result = np.asarray(depth, dtype=np.float32)
+    if adjustments.invert:
+        result = 1.0 - result
+    if adjustments.far_clip > 0.0 or adjustments.near_clip < 1.0:
+        if adjustments.near_clip <= adjustments.far_clip:
+            raise SettingsError(
+                f"Depth2img: far clip ({adjustments.far_clip:g}) must be below near clip "
+                f"({adjustments.near_clip:g})."
+            )
+        span = adjustments.near_clip - adjustments.far_clip
+        result = np.clip((result - adjustments.far_clip) / span, 0.0, 1.0)
+    if adjustments.gamma != 1.0:
+        result = np.power(np.clip(result, 0.0, 1.0), adjustments.gamma)
+    if adjustments.blur > 0.0:
+        result = gaussian_blur(result, adjustments.blur)
+    return np.array(result, dtype=np.float32)
+
+
+def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable gaussian blur in float32 (torch conv), borders extended with their edge values."""
+    radius = max(1, math.ceil(_GAUSSIAN_TRUNCATE * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    image = _to_tensor(values)
+    with torch.no_grad():
+        image = F.pad(image, (radius, radius, 0, 0), mode="replicate")
+        image = F.conv2d(image, kernel.view(1, 1, 1, -1))
+        image = F.pad(image, (0, 0, radius, radius), mode="replicate")
+        image = F.conv2d(image, kernel.view(1, 1, -1, 1))
+    return image[0, 0].numpy()
+
+
+# -- resizing to the init image --------------------------------------------------------------------
+
+
+def resize_geometry(
+    source_size: tuple[int, int], target_size: tuple[int, int], resize_mode: int = 0
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where A1111's `images.resize_image` puts a source of `source_size` in a `target_size` frame.
+
+    Returns ((scaled_width, scaled_height), (left, top)): the source is scaled to the first size
+    and placed with its top-left corner at (left, top) of the target. Negative offsets crop
+    (mode 1, "Crop and resize"), positive ones leave borders to fill (mode 2, "Resize and fill").
+    Modes 0 and 3 stretch to the target (mode 3 upscales the latent instead of the image, but the
+    picture ends up stretched the same way). Sizes are (width, height), as in PIL.
+    """
+    if resize_mode not in RESIZE_MODES:
+        raise SettingsError(
+            f"Depth2img: unknown resize mode {resize_mode!r}; use one of "
+            + ", ".join(f"{key} ({label})" for key, label in RESIZE_MODES.items())
+            + "."
+        )
+    width, height = target_size
+    source_width, source_height = source_size
+    if resize_mode in (0, 3):
+        return (width, height), (0, 0)
+    ratio, source_ratio = width / height, source_width / source_height
+    if resize_mode == 1:
+        scaled_width = width if ratio > source_ratio else math.ceil(source_width * height / source_height)
+        scaled_height = height if ratio <= source_ratio else math.ceil(source_height * width / source_width)
+    else:
+        scaled_width = (
+            width if ratio < source_ratio else max(1, math.floor(source_width * height / source_height))
+        )
+        scaled_height = (
+            height if ratio >= source_ratio else max(1, math.floor(source_height * width / source_width))
+        )
+    return (scaled_width, scaled_height), (width // 2 - scaled_width // 2, height // 2 - scaled_height // 2)
+
+
+def fit_to_size(values: np.ndarray, target_size: tuple[int, int], resize_mode: int = 0) -> np.ndarray:
+    """Resize a float map (depth or mask) to `target_size` (width, height) as A1111 resizes images.
+
+    Scaling is Lanczos in float32 (the filter A1111 uses for gray images), clipped to the
+    source's own value range so ringing cannot leave it. Borders of "Resize and fill" repeat the
+    edge rows/columns, as A1111 does for the image (A1111 can leave one black line when the
+    border is odd; we fill it too).
+    """
+    values = np.asarray(values, dtype=np.float32)
+    height, width = values.shape
+    if (width, height) == tuple(target_size):
+        return values.copy()
+    (scaled_width, scaled_height), (left, top) = resize_geometry((width, height), target_size, resize_mode)
+    scaled = values
+    if (scaled_width, scaled_height) != (width, height):
+        resampled = Image.fromarray(values, mode="F").resize(
+            (scaled_width, scaled_height), Image.Resampling.LANCZOS
+        )
+        scaled = np.clip(np.asarray(resampled, dtype=np.float32), values.min(), values.max())
+    target_width, target_height = target_size
+    rows = _place(scaled, top, target_height, axis=0)
+    return np.ascontiguousarray(_place(rows, left, target_width, axis=1), dtype=np.float32)
+
+
+def _place(values: np.ndarray, offset: int, length: int, axis: int) -> np.ndarray:
+    """Crop (offset < 0) or edge-pad (offset > 0) one axis so it starts at `offset` and is `length` long."""
+    if offset <= 0:
+        return np.take(values, range(-offset, -offset + length), axis=axis)
+    padding = [(0, 0), (0, 0)]
+    padding[axis] = (offset, length - offset - values.shape[axis])
+    return np.pad(values, padding, mode="edge")
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+
+def depth_to_preview(depth: np.ndarray) -> Image.Image:
+    """A normalised map as an 8-bit gray image (mode L) for display; white = near."""
+    return Image.fromarray(_quantize(depth, 255).astype(np.uint8), mode="L")
+
+
+def depth_to_16bit(depth: np.ndarray) -> Image.Image:
+    """A normalised map as a 16-bit gray image (mode I;16) for saving as PNG without banding."""
+    return Image.fromarray(_quantize(depth, 65535).astype(np.uint16), mode="I;16")
+
+
+def _quantize(depth: np.ndarray, levels: int) -> np.ndarray:
+    return np.rint(np.clip(np.asarray(depth, dtype=np.float32), 0.0, 1.0) * levels)
+
+
+# -- conditioning ----------------------------------------------------------------------------------
+
+
+def depth_conditioning(
+    depths: Sequence[np.ndarray],
+    latent_size: tuple[int, int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The depth input of the UNet: [B, 1, h, w] for `latent_size` = (h, w), i.e. image H/8 x W/8.
+
+    As the model was trained (`LatentDepth2ImageDiffusion`): each map is resized bicubic to the
+    latent size, then normalised per sample with `2 * (d - min) / (max - min + 0.001) - 1`, so
+    every sample spans about [-1, 1] whatever the maps' scale. A flat map is exactly -1 everywhere
+    (finite, unlike A1111's batch-wide normalisation without epsilon, which gives NaN). Maps of
+    different sizes may be mixed. Computed in float32, then cast to `dtype` on `device`.
+    """
+    if len(depths) == 0:
+        raise ValueError("depth_conditioning needs at least one depth map")
+    batch = torch.cat([_resize_bicubic(depth, latent_size) for depth in depths])
+    low = torch.amin(batch, dim=(1, 2, 3), keepdim=True)
+    high = torch.amax(batch, dim=(1, 2, 3), keepdim=True)
+    batch = 2.0 * (batch - low) / (high - low + CONDITIONING_EPSILON) - 1.0
+    return batch.to(device=device, dtype=dtype)
+
+
+def _resize_bicubic(depth: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """[1, 1, h, w] bicubic resize; a flat map stays exactly flat (bicubic weights do not sum to
+    exactly 1 in float32, and the per-sample normalisation would magnify that rounding)."""
+    values = _to_tensor(depth)
+    if values.min() == values.max():
+        return torch.full((1, 1, *size), float(values.flatten()[0]))
+    return F.interpolate(values, size=tuple(size), mode="bicubic", align_corners=False)
+
+
+def _to_tensor(values: np.ndarray) -> torch.Tensor:
+    """[1, 1, H, W] float32 copy: the arrays we get are often read-only, which `from_numpy` warns about."""
+    return torch.tensor(np.asarray(values, dtype=np.float32))[None, None]

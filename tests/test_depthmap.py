@@ -1,0 +1,236 @@
+"""Depth-map maths: normalisation, adjustments, A1111's resize geometry, preview files, conditioning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lib_depth2img.args import DepthAdjustments
+from lib_depth2img.depthmap import (
+    apply_adjustments,
+    depth_conditioning,
+    depth_to_16bit,
+    depth_to_preview,
+    fit_to_size,
+    gaussian_blur,
+    normalize_depth,
+    resize_geometry,
+    sequence_range,
+)
+from lib_depth2img.errors import SettingsError
+from lib_depth2img.images import load_depth_map
+
+RAMP = np.linspace(0.0, 1.0, 11, dtype=np.float32)[None, :]  # one row, 0.0, 0.1 ... 1.0
+
+
+# -- normalisation -------------------------------------------------------------------------------
+
+
+def test_normalize_maps_min_to_far_and_max_to_near():
+    depth = normalize_depth(np.array([[100.0, 350.0, 600.0]]))
+    assert depth.dtype == np.float32
+    np.testing.assert_allclose(depth, [[0.0, 0.5, 1.0]])
+
+
+def test_normalize_with_a_fixed_range_clips_outside_it():
+    np.testing.assert_allclose(
+        normalize_depth(np.array([[0.0, 5.0, 20.0]]), range=(0.0, 10.0)), [[0.0, 0.5, 1.0]]
+    )
+
+
+def test_flat_map_normalises_to_all_far():
+    depth = normalize_depth(np.full((4, 4), 3.0))
+    assert np.isfinite(depth).all() and (depth == 0).all()
+
+
+def test_sequence_range_spans_every_frame():
+    frames = [np.array([[2.0, 5.0]]), np.array([[1.0, 4.0]]), np.array([[3.0, 9.0]])]
+    assert sequence_range(frames) == (1.0, 9.0)
+    normalised = [normalize_depth(frame, range=sequence_range(frames)) for frame in frames]
+    assert normalised[0][0, 1] == pytest.approx(0.5)  # 5 is half way in 1..9 in every frame
+
+
+# -- adjustments ---------------------------------------------------------------------------------
+
+
+def test_identity_adjustments_change_nothing():
+    np.testing.assert_array_equal(apply_adjustments(RAMP, DepthAdjustments()), RAMP)
+
+
+def test_invert_swaps_near_and_far():
+    np.testing.assert_allclose(
+        apply_adjustments(RAMP, DepthAdjustments(invert=True)), RAMP[:, ::-1], atol=1e-6
+    )
+
+
+def test_clip_flattens_outside_and_renormalises_inside():
+    clipped = apply_adjustments(RAMP, DepthAdjustments(far_clip=0.2, near_clip=0.6))
+    np.testing.assert_allclose(clipped, [[0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1]], atol=1e-6)
+
+
+def test_gamma_below_one_spreads_the_far_range():
+    adjusted = apply_adjustments(RAMP, DepthAdjustments(gamma=0.5))
+    np.testing.assert_allclose(adjusted, np.sqrt(RAMP), atol=1e-6)
+    assert adjusted[0, 1] - adjusted[0, 0] > 0.3  # the farthest tenth now covers a third
+
+
+def test_adjustments_apply_in_the_documented_order():
+    # invert first (0.3 -> 0.7), then clip [0.5, 0.9] (-> 0.5), then gamma 2 (-> 0.25)
+    adjusted = apply_adjustments(
+        np.array([[0.3]], np.float32), DepthAdjustments(invert=True, far_clip=0.5, near_clip=0.9, gamma=2.0)
+    )
+    assert adjusted[0, 0] == pytest.approx(0.25)
+
+
+def test_adjustments_stay_in_float():
+    close_levels = np.array([[0.5, 0.5 + 1e-4]], np.float32)  # the same 8-bit level
+    adjusted = apply_adjustments(close_levels, DepthAdjustments(far_clip=0.1, near_clip=0.9, gamma=1.5))
+    assert adjusted.dtype == np.float32 and adjusted[0, 1] > adjusted[0, 0]
+
+
+def test_clip_bounds_in_the_wrong_order_are_a_settings_error():
+    with pytest.raises(SettingsError, match="far clip"):
+        apply_adjustments(RAMP, DepthAdjustments(far_clip=0.7, near_clip=0.3))
+
+
+def test_blur_softens_an_edge_and_keeps_borders_and_mean():
+    step = np.zeros((32, 32), np.float32)
+    step[:, 16:] = 1.0
+    blurred = apply_adjustments(step, DepthAdjustments(blur=2.0))
+    assert blurred.dtype == np.float32 and blurred.shape == step.shape
+    assert 0.3 < blurred[0, 15] < 0.5 < blurred[0, 16] < 0.7  # the edge becomes a ramp ...
+    assert blurred[:, 0].max() < 1e-6 and blurred[:, -1].min() > 1 - 1e-6  # ... borders keep their value
+    assert blurred.mean() == pytest.approx(0.5, abs=1e-5)
+    np.testing.assert_allclose(gaussian_blur(np.full((5, 7), 0.4, np.float32), 3.0), 0.4, atol=1e-6)
+
+
+def test_blur_radius_is_the_standard_deviation_in_pixels():
+    dot = np.zeros((41, 41), np.float32)
+    dot[20, 20] = 1.0
+    profile = gaussian_blur(dot, 4.0)[20]
+    np.testing.assert_allclose(profile[24] / profile[20], np.exp(-0.5), rtol=1e-3)  # one sigma away
+
+
+# -- resize geometry -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode, source, target, expected",
+    [
+        (0, (40, 30), (64, 64), ((64, 64), (0, 0))),
+        (3, (40, 30), (64, 64), ((64, 64), (0, 0))),
+        # crop: scale so the frame is covered (ceil), centre, cut the excess
+        (1, (40, 30), (64, 64), ((86, 64), (-11, 0))),
+        (1, (30, 40), (64, 64), ((64, 86), (0, -11))),
+        # fill: scale so the image fits (floor), centre, fill the borders
+        (2, (40, 30), (64, 64), ((64, 48), (0, 8))),
+        (2, (30, 40), (64, 64), ((48, 64), (8, 0))),
+        (2, (1000, 1), (64, 64), ((64, 1), (0, 32))),  # never scaled below one pixel
+    ],
+)
+def test_resize_geometry_follows_a1111(mode, source, target, expected):
+    assert resize_geometry(source, target, mode) == expected
+
+
+def test_unknown_resize_mode_lists_the_known_ones():
+    with pytest.raises(SettingsError, match=r"unknown resize mode 7; use one of 0 \(Just resize\)"):
+        resize_geometry((10, 10), (20, 20), 7)
+
+
+def test_just_resize_stretches():
+    stretched = fit_to_size(np.tile(RAMP, (5, 1)), (22, 10), 0)
+    assert stretched.shape == (10, 22)
+    assert stretched[:, 0].max() < 0.05 and stretched[:, -1].min() > 0.95
+
+
+def test_crop_and_resize_keeps_the_middle():
+    wide = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (20, 1))  # 40 x 20, ramp left to right
+    square = fit_to_size(wide, (20, 20), 1)
+    assert square.shape == (20, 20)
+    assert square[:, 0].mean() == pytest.approx(0.25, abs=0.03)  # the left quarter was cut off
+    assert square[:, -1].mean() == pytest.approx(0.75, abs=0.03)
+
+
+def test_resize_and_fill_repeats_the_edges_instead_of_black():
+    wide = np.full((20, 40), 0.5, np.float32)
+    wide[0], wide[-1] = 0.9, 0.7  # distinctive top and bottom rows
+    square = fit_to_size(wide, (40, 41), 2)  # 41: an odd border, where A1111 leaves a black line
+    assert square.shape == (41, 40)
+    assert square.min() > 0.4  # nothing black
+    np.testing.assert_allclose(square[:10], 0.9, atol=1e-6)
+    np.testing.assert_allclose(square[-10:], 0.7, atol=1e-6)
+
+
+def test_resizing_never_leaves_the_source_value_range():
+    spikes = np.zeros((16, 16), np.float32)
+    spikes[::2, ::2] = 1.0
+    for mode in (0, 1, 2):
+        resized = fit_to_size(spikes, (37, 23), mode)
+        assert resized.min() >= 0.0 and resized.max() <= 1.0
+
+
+def test_same_size_is_returned_unchanged():
+    depth = np.random.default_rng(0).random((8, 6), dtype=np.float32)
+    np.testing.assert_array_equal(fit_to_size(depth, (6, 8), 1), depth)
+
+
+# -- preview images ------------------------------------------------------------------------------
+
+
+def test_preview_is_8bit_gray_white_near():
+    preview = depth_to_preview(RAMP)
+    assert preview.mode == "L" and preview.size == (11, 1)
+    assert [preview.getpixel((x, 0)) for x in (0, 5, 10)] == [0, 128, 255]
+
+
+def test_16bit_png_round_trips_with_16bit_precision(tmp_path):
+    depth = np.array([[0.0, 1 / 65535, 0.5, 1.0]], np.float32)
+    image = depth_to_16bit(depth)
+    assert image.mode == "I;16"
+    image.save(tmp_path / "depth.png")
+    with Image.open(tmp_path / "depth.png") as saved:
+        assert saved.mode in ("I;16", "I")
+    np.testing.assert_allclose(load_depth_map(tmp_path / "depth.png"), depth, atol=1 / 65535 / 2)
+
+
+# -- conditioning --------------------------------------------------------------------------------
+
+
+def test_conditioning_shape_dtype_and_per_sample_range():
+    near_ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))
+    far_scale = near_ramp * 1000.0 + 50.0  # another scale entirely, same shape of scene
+    conditioning = depth_conditioning([near_ramp, far_scale], (6, 8), dtype=torch.float16, device="cpu")
+    assert conditioning.shape == (2, 1, 6, 8) and conditioning.dtype == torch.float16
+    for sample in conditioning.float():
+        # max is 0.998 (the epsilon), rounded to float16
+        assert sample.min() == pytest.approx(-1.0) and sample.max() == pytest.approx(1.0, abs=3e-3)
+    # the scale is gone; only the 0.001 epsilon (relative to a range of 1 vs 1000) tells them apart
+    torch.testing.assert_close(conditioning[0], conditioning[1], atol=3e-3, rtol=0)
+
+
+def test_conditioning_uses_the_training_formula():
+    depth = np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)  # already at latent size: no resampling
+    conditioning = depth_conditioning([depth], (2, 2))
+    expected = 2 * (depth - 0.0) / (1.0 - 0.0 + 0.001) - 1
+    np.testing.assert_allclose(conditioning[0, 0].numpy(), expected, atol=1e-6)
+
+
+def test_flat_map_conditioning_is_exactly_minus_one():
+    conditioning = depth_conditioning([np.full((40, 40), 0.3, np.float32)], (5, 5))
+    assert torch.isfinite(conditioning).all()
+    assert (conditioning == -1.0).all()
+
+
+@pytest.mark.filterwarnings("error")
+def test_read_only_maps_are_accepted_without_warnings():
+    depth = np.random.default_rng(2).random((16, 16), dtype=np.float32)
+    depth.setflags(write=False)  # as depth_source and the cache hand them out
+    assert depth_conditioning([depth], (2, 2)).shape == (1, 1, 2, 2)
+    assert apply_adjustments(depth, DepthAdjustments(blur=1.0)).flags.writeable
+
+
+def test_conditioning_resizes_maps_of_any_size_to_the_latent_size():
+    maps = [np.random.default_rng(1).random((h, w), dtype=np.float32) for h, w in [(64, 64), (30, 50)]]
+    assert depth_conditioning(maps, (8, 8)).shape == (2, 1, 8, 8)
