@@ -1,0 +1,111 @@
+"""The depth conditioning of a job, handed to A1111's sampler in place of its native depth step.
+
+A1111 computes a depth model's image conditioning in `StableDiffusionProcessing`'s
+`depth2img_image_conditioning(source_image)` (img2img, inpaint, the hires pass) and
+`txt2img_image_conditioning(x, width, height)` (txt2img). `DepthConditioner` provides both for
+one job; the job shadows the two bound methods on that `p` instance only, so A1111's own step
+(MiDaS per batch item, a VAE encode just for the size, batch-wide normalisation) never runs.
+
+Depth is computed on the original init images (`p.init_images`), where a preview click already
+cached it, and then given the geometry A1111 gave the image: `resize_mode` to width x height, or
+for "Inpaint area: Only masked" the crop `p.paste_to` of the full-size image resized with mode 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ldm.models.diffusion.ddpm import LatentDepth2ImageDiffusion
+
+from ..args import Depth2imgArgs
+from ..depthmap import depth_conditioning, fit_to_size
+from ..errors import SettingsError
+from . import depth_service
+
+LATENT_FACTOR = 8  # A1111's opt_f: image pixels per latent pixel
+CROP_RESIZE_MODE = 2  # A1111 resizes the "only masked" crop with "Resize and fill"
+
+
+class DepthConditioner:
+    """Depth conditioning for one job `p`; keeps the depth maps it used for the results."""
+
+    def __init__(self, p: Any, args: Depth2imgArgs) -> None:
+        self.p = p
+        self.args = args
+        self.depth_maps: list[np.ndarray] = []
+        """The distinct maps fed to the model (0 = far, 1 = near), at the generation geometry."""
+
+    def depth2img_image_conditioning(self, source_image: torch.Tensor) -> torch.Tensor:
+        """Stands in for `p.depth2img_image_conditioning`: [B, 1, h, w] for the batch `source_image`."""
+        p = self.p
+        if getattr(p, "init_images", None) and not p.is_hr_pass:
+            depths = self._init_image_depths()
+            latent_size = (p.height // LATENT_FACTOR, p.width // LATENT_FACTOR)  # the sampled latent's size
+        else:  # txt2img's hires pass re-encodes its upscaled images through this method
+            latent_size = tuple(size // LATENT_FACTOR for size in source_image.shape[-2:])
+            depths = self._own_map_depths(latent_size)
+        return self._batch(depths, latent_size, source_image.shape[0], source_image)
+
+    def txt2img_image_conditioning(self, x: torch.Tensor, width: int | None = None, height: int | None = None) -> torch.Tensor:
+        """Stands in for `p.txt2img_image_conditioning`; a model other than the depth model (a hires
+        checkpoint) gets A1111's own conditioning."""
+        p = self.p
+        if not isinstance(p.sd_model, LatentDepth2ImageDiffusion):
+            return type(p).txt2img_image_conditioning(p, x, width, height)
+        latent_size = tuple(x.shape[-2:])
+        return self._batch(self._own_map_depths(latent_size), latent_size, x.shape[0], x)
+
+    # -- depth at the generation geometry ------------------------------------------------------------
+
+    def _init_image_depths(self) -> list[np.ndarray]:
+        """One map per init image at width x height, mapped like A1111 maps the image."""
+        p = self.p
+        if p.image_mask is not None and p.inpaint_full_res and p.paste_to:
+            x, y, width, height = p.paste_to
+            full = depth_service.depth_results(p.init_images, self.args)
+            fitted = {id(r): fit_to_size(r.depth[y:y + height, x:x + width], (p.width, p.height), CROP_RESIZE_MODE)
+                      for r in full}
+            return self._keep([fitted[id(r)] for r in full])
+        results = depth_service.depth_results(p.init_images, self.args, size=(p.width, p.height),
+                                              resize_mode=p.resize_mode)
+        return self._keep([r.depth for r in results])
+
+    def _own_map_depths(self, latent_size: tuple[int, int]) -> list[np.ndarray]:
+        if self.args.depth_image is None:
+            raise SettingsError(TXT2IMG_NEEDS_DEPTH_MAP)
+        size = (latent_size[1] * LATENT_FACTOR, latent_size[0] * LATENT_FACTOR)
+        return self._keep([depth_service.depth_results([None], self.args, size=size)[0].depth])
+
+    def _keep(self, depths: list[np.ndarray]) -> list[np.ndarray]:
+        for depth in depths:
+            if not any(depth is kept for kept in self.depth_maps):
+                self.depth_maps.append(depth)
+        return depths
+
+    def _batch(self, depths: list[np.ndarray], latent_size: tuple[int, int], batch_size: int,
+               like: torch.Tensor) -> torch.Tensor:
+        """[batch_size, 1, h, w]: one map for the whole batch, or one per batch item."""
+        conditioning = depth_conditioning(depths, latent_size, dtype=like.dtype, device=like.device)
+        if len(depths) == 1:
+            conditioning = conditioning.repeat(batch_size, 1, 1, 1)
+        if conditioning.shape[0] != batch_size:
+            raise RuntimeError(f"Depth2img: {len(depths)} depth maps for a batch of {batch_size}")
+        return self._truncate_like_hires(conditioning)
+
+    def _truncate_like_hires(self, conditioning: torch.Tensor) -> torch.Tensor:
+        """The hires pass crops its latent by `truncate_x/y` after asking for the conditioning; crop alike."""
+        p = self.p
+        truncate_x, truncate_y = getattr(p, "truncate_x", 0), getattr(p, "truncate_y", 0)
+        if not p.is_hr_pass or not (truncate_x or truncate_y):
+            return conditioning
+        height, width = conditioning.shape[-2:]
+        return conditioning[:, :, truncate_y // 2:height - (truncate_y + 1) // 2,
+                            truncate_x // 2:width - (truncate_x + 1) // 2]
+
+
+TXT2IMG_NEEDS_DEPTH_MAP = (
+    "Depth2img: txt2img has no init image to take depth from; upload your own depth map in the Depth2img "
+    "panel (white = near), or use the img2img tab."
+)

@@ -1,0 +1,247 @@
+"""Tier 5: the extension inside a real A1111 v1.10.1, driven over its HTTP API.
+
+Runs only when SD_WEBUI_DIR points at an A1111 checkout (the folder holding webui/ and start.sh,
+or the webui/ folder itself) with `512-depth-ema.safetensors` and `sd2-base-random.safetensors`
+(random weights are fine) in models/Stable-diffusion. The server is started twice with
+`start.sh PORT` on 127.0.0.1: once without the extension (the reference), once with it
+installed as A1111 installs extensions (a folder in extensions/, its install.py run through
+`launch_utils.run_extension_installer`). Slow: about a minute per start and ~12 s per job on a CPU.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+WEBUI_ROOT = os.environ.get("SD_WEBUI_DIR")
+pytestmark = [
+    pytest.mark.webui,
+    pytest.mark.skipif(not WEBUI_ROOT, reason="tier 5 needs a real A1111 v1.10.1 checkout: set SD_WEBUI_DIR"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+EXTENSION_NAME = "sd-webui-depth2img"
+START_TIMEOUT = 900
+JOB_TIMEOUT = 900
+BASE_CHECKPOINT = "sd2-base-random.safetensors"
+DEPTH_CHECKPOINT = "512-depth-ema.safetensors"
+JOB = {"prompt": "a room", "seed": 1234, "steps": 2, "width": 128, "height": 128, "sampler_name": "Euler",
+       "denoising_strength": 0.8, "cfg_scale": 5}
+
+
+def webui_dirs() -> tuple[Path, Path]:
+    """(folder with start.sh, the A1111 checkout)."""
+    root = Path(WEBUI_ROOT or ".").resolve()
+    webui = root / "webui" if (root / "webui" / "launch.py").is_file() else root
+    start_dir = webui.parent if (webui.parent / "start.sh").is_file() else webui
+    return start_dir, webui
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One A1111 process on 127.0.0.1, spoken to with the standard library."""
+
+    def __init__(self, log_path: Path) -> None:
+        start_dir, self.webui = webui_dirs()
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = open(log_path, "wb")  # noqa: SIM115  (the server writes to it until stop())
+        self.process = subprocess.Popen(
+            ["bash", str(start_dir / "start.sh"), str(self.port)], cwd=start_dir, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"A1111 exited ({self.process.returncode}); see {self.log_path}")
+            with contextlib.suppress(OSError):
+                if self.get("/sdapi/v1/options")[0] == 200:
+                    return
+            time.sleep(3)
+        raise TimeoutError(f"A1111 did not answer within {START_TIMEOUT} s; see {self.log_path}")
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url(path), data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=JOB_TIMEOUT) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def get(self, path: str) -> tuple[int, dict]:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        return self.request("POST", path, body)
+
+    def selected_checkpoint(self) -> str:
+        return self.get("/sdapi/v1/options")[1]["sd_model_checkpoint"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the process group start_new_session made
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+@contextlib.contextmanager
+def running_server(log_path: Path) -> Iterator[Server]:
+    server = Server(log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def extension_installed(webui: Path) -> Iterator[Path]:
+    """The repository as extensions/sd-webui-depth2img (a link), its install.py run by A1111's helper."""
+    link = webui / "extensions" / EXTENSION_NAME
+    created = not link.exists()
+    if created:
+        link.symlink_to(REPO, target_is_directory=True)
+    try:
+        installer = (
+            "import sys; sys.argv = ['launch.py']; from modules import launch_utils; "
+            f"launch_utils.run_extension_installer({str(link)!r})"
+        )
+        result = subprocess.run([str(webui.parent / "venv" / "bin" / "python"), "-c", installer], cwd=webui,
+                                capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "Error running install.py" not in result.stdout + result.stderr, result.stdout + result.stderr
+        yield link
+    finally:
+        if created:
+            link.unlink()
+
+
+def png_b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def decoded(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def init_image() -> Image.Image:
+    ramp = np.repeat(np.linspace(30, 220, 128, dtype=np.float32)[None, :], 128, axis=0)
+    pixels = np.stack([ramp, ramp[::-1], np.full_like(ramp, 120)], axis=2)
+    pixels[40:90, 50:100] = 250
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def img2img_body(**extra) -> dict:
+    return {**JOB, "init_images": [png_b64(init_image())], **extra}
+
+
+@pytest.fixture(scope="module")
+def reference_img2img(tmp_path_factory) -> dict:
+    """An img2img job on A1111 without the extension."""
+    _, webui = webui_dirs()
+    if (webui / "extensions" / EXTENSION_NAME).exists():
+        pytest.skip(f"{EXTENSION_NAME} is already installed in {webui}; cannot run the reference without it")
+    with running_server(tmp_path_factory.mktemp("logs") / "webui-without-extension.log") as server:
+        status, answer = server.post("/sdapi/v1/img2img", img2img_body())
+        assert status == 200, answer
+        return answer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, reference_img2img) -> Iterator[Server]:
+    _, webui = webui_dirs()
+    log_path = tmp_path_factory.mktemp("logs") / "webui-with-extension.log"
+    with extension_installed(webui), running_server(log_path) as server:
+        yield server
+
+
+def test_extension_off_gives_the_same_image_as_no_extension(server, reference_img2img):
+    status, answer = server.post("/sdapi/v1/img2img", img2img_body(
+        alwayson_scripts={"Depth2img": {"args": [False]}}))
+    assert status == 200, answer
+    assert decoded(answer["images"][0]).tobytes() == decoded(reference_img2img["images"][0]).tobytes()
+    assert json.loads(answer["info"])["infotexts"] == json.loads(reference_img2img["info"])["infotexts"]
+
+
+def test_extension_on_runs_on_the_depth_model_and_restores_the_base_model(server):
+    base = server.selected_checkpoint()
+    assert base.startswith(BASE_CHECKPOINT)
+    status, answer = server.post("/sdapi/v1/img2img", img2img_body(
+        alwayson_scripts={"Depth2img": {"args": [{"enabled": True, "append_depth": True}]}}))
+    assert status == 200, answer
+    info = json.loads(answer["info"])
+    assert "Model: 512-depth-ema" in info["infotexts"][0] and "Depth2img: True" in info["infotexts"][0]
+    result = np.asarray(decoded(answer["images"][0]).convert("RGB"), dtype=np.float32)
+    assert np.isfinite(result).all() and result.std() > 0
+    assert decoded(answer["images"][-1]).mode == "L"  # the depth map appended
+    assert server.selected_checkpoint() == base
+
+
+def test_txt2img_from_a_depth_map(server):
+    depth = Image.fromarray(np.repeat(np.linspace(0, 255, 128, dtype=np.uint8)[:, None], 128, axis=1))
+    status, answer = server.post("/sdapi/v1/txt2img", {**JOB, "alwayson_scripts": {
+        "Depth2img": {"args": [{"enabled": True, "depth_image": png_b64(depth)}]}}})
+    assert status == 200, answer
+    assert "Model: 512-depth-ema" in json.loads(answer["info"])["infotexts"][0]
+
+
+def test_txt2img_without_a_depth_map_is_a_422_with_the_message(server):
+    status, answer = server.post("/sdapi/v1/txt2img", {**JOB, "alwayson_scripts": {"Depth2img": {"args": [True]}}})
+    assert status == 422, answer
+    assert answer["errors"].startswith("Depth2img: txt2img has no init image")
+
+
+def test_bad_value_is_a_422_with_the_message(server):
+    status, answer = server.post("/sdapi/v1/img2img", img2img_body(
+        alwayson_scripts={"Depth2img": {"args": [{"enabled": True, "gamma": 99}]}}))
+    assert status == 422, answer
+    assert "gamma" in answer["errors"] and answer["errors"].startswith("Depth2img:")
+
+
+def test_depth_preview_route_and_its_cache(server):
+    body = {"image": png_b64(init_image()), "args": {"enabled": True}}
+    status, first = server.post("/depth2img/v1/depth", body)
+    assert status == 200, first
+    assert (first["width"], first["height"]) == (128, 128) and first["source"] in ("estimator", "cache")
+    status, again = server.post("/depth2img/v1/depth", body)
+    assert (status, again["source"]) == (200, "cache")
+    status, models = server.get("/depth2img/v1/models")
+    assert status == 200 and models["checkpoints"][0].startswith(DEPTH_CHECKPOINT)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))

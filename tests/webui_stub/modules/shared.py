@@ -1,0 +1,70 @@
+"""Stand-in for `modules.shared`: opts, state, cmd_opts, device; `sd_model` loads on first access."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from modules import devices, options
+
+OptionInfo = options.OptionInfo
+options_section = options.options_section
+
+BUILTIN_OPTIONS = {
+    "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint"),
+    "samples_save": OptionInfo(True, "Always save all generated images"),
+    "samples_format": OptionInfo("png", "File format for images"),
+    "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters"),
+    "return_grid": OptionInfo(True, "Show grid in gallery"),
+    "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts with this color"),
+    "outdir_samples": OptionInfo("", "Output directory for images"),
+}
+
+
+class State:
+    skipped = False
+    interrupted = False
+    stopping_generation = False
+    job = ""
+    job_no = 0
+    job_count = 0
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def nextjob(self):
+        self.job_no += 1
+
+    def begin(self, job: str = "(unknown)"):
+        self.job = job
+        self.job_count = -1
+        self.interrupted = self.skipped = self.stopping_generation = False
+
+    def end(self):
+        self.job = ""
+        self.job_count = 0
+
+
+def reset() -> None:
+    """Fresh opts, state and command-line options (test isolation)."""
+    global opts, state, cmd_opts
+    opts = options.Options(BUILTIN_OPTIONS)
+    state = State()
+    cmd_opts = SimpleNamespace(
+        ckpt_dir=None, ckpt=None, lowvram=False, medvram=False, no_half=True, disable_safe_unpickle=False
+    )
+
+
+opts: options.Options
+state: State
+cmd_opts: SimpleNamespace
+device = devices.device
+reset()
+
+
+def __getattr__(name: str):
+    # A1111 makes `shared.sd_model` a property that loads the model on first use.
+    if name == "sd_model":
+        from modules import sd_models
+
+        return sd_models.model_data.get_sd_model()
+    raise AttributeError(name)
