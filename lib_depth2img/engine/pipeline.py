@@ -232,6 +232,8 @@ class Depth2ImgPipeline:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
+        """Run one request. `progress(done, total)` is called after each sampling step; setting
+        `cancel` stops the job between two steps with `GenerationCancelled`."""
         width, height = request.size
         latent_size = (height // LATENT_FACTOR, width // LATENT_FACTOR)
         seed = resolve_seed(request.seed)
