@@ -1,0 +1,139 @@
+"""`DepthEstimator`: a loaded depth network and the one way to turn images into depth maps with it."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from lib_depth2img.depth.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
+from lib_depth2img.depth.registry import EstimatorSpec, get_spec
+from lib_depth2img.depth.weights import (
+    build_loaded_dpt,
+    is_tiny_state_dict,
+    load_depth_state_dict,
+    weights_id,
+)
+from lib_depth2img.errors import SettingsError
+
+
+class DepthEstimator:
+    """Relative inverse depth (larger = nearer, non-negative) of PIL images, float32 at the image's size.
+
+    The network runs in `dtype` (float32 on CPU; float16 or bfloat16 are fine on CUDA) under
+    `torch.inference_mode`; inputs are cast to it and results always come back as float32.
+    `weights_id` identifies the weights, for caches keyed on them.
+    """
+
+    def __init__(self, model: nn.Module, spec: EstimatorSpec, weights_id: str, *, tiny: bool = False) -> None:
+        self.model = model
+        self.spec = spec
+        self.weights_id = weights_id
+        self.tiny = tiny
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def net_size(self) -> int:
+        """Side the preprocessing aims for by default; tiny test networks aim at their own small size."""
+        return self.spec.tiny.img_size if self.tiny else self.spec.net_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        estimator: str = "dpt_hybrid",
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "DepthEstimator":
+        """Loads an SD depth checkpoint or a standalone MiDaS file; WeightsError if it is not one that fits."""
+        spec = get_spec(estimator)
+        state_dict = load_depth_state_dict(path, estimator)
+        tiny = is_tiny_state_dict(state_dict, spec, str(path))
+        model = build_loaded_dpt(state_dict, spec, source=str(path), tiny=tiny, device=device, dtype=dtype)
+        return cls(model, spec, weights_id(path, estimator), tiny=tiny)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state_dict: dict[str, torch.Tensor],
+        estimator: str = "dpt_hybrid",
+        *,
+        weights_id: str,
+        tiny: bool | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "DepthEstimator":
+        """From MiDaS-named tensors (no `depth_model.model.` prefix); `tiny` None reads the size from them."""
+        spec = get_spec(estimator)
+        source = "the given state dict"
+        if tiny is None:
+            tiny = is_tiny_state_dict(state_dict, spec, source)
+        model = build_loaded_dpt(state_dict, spec, source=source, tiny=tiny, device=device, dtype=dtype)
+        return cls(model, spec, weights_id, tiny=tiny)
+
+    def to(self, device: str | torch.device) -> "DepthEstimator":
+        """Moves the network, e.g. to "cpu" to free GPU memory between jobs."""
+        self.model.to(device)
+        return self
+
+    def estimate(self, image: Image.Image, net_size: int | None = None) -> np.ndarray:
+        """Depth map of one image; `net_size` overrides the side the preprocessing aims for."""
+        return self.estimate_batch([image], net_size)[0]
+
+    @torch.inference_mode()
+    def estimate_batch(self, images: list[Image.Image], net_size: int | None = None) -> list[np.ndarray]:
+        """Depth maps of several images, in order.
+
+        Identical images are estimated once (A1111 hands over copies of one init image per batch
+        item); images that reach the network at the same size run as one batch.
+        """
+        net_size = self._checked_net_size(net_size)
+        arrays = [image_to_rgb_array(image) for image in images]
+        keys = [_content_key(array) for array in arrays]
+        unique = dict(zip(keys, arrays))
+        by_input_size: dict[tuple[int, int], list[bytes]] = {}
+        for key, array in unique.items():
+            size = net_input_size(array.shape[1], array.shape[0], net_size)
+            by_input_size.setdefault(size, []).append(key)
+        depth_by_key = {}
+        for group in by_input_size.values():
+            batch = torch.cat(
+                [to_network_input(unique[key], net_size, self.device, self.dtype) for key in group]
+            )
+            for key, prediction in zip(group, self.model(batch)):
+                depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2])
+        results, returned = [], set()
+        for key in keys:  # every caller gets its own array, also for repeated images
+            results.append(depth_by_key[key].copy() if key in returned else depth_by_key[key])
+            returned.add(key)
+        return results
+
+    def _checked_net_size(self, net_size: int | None) -> int:
+        if net_size is None:
+            return self.net_size
+        if isinstance(net_size, bool) or not isinstance(net_size, int) or net_size < 32:
+            raise SettingsError(
+                f"depth net size must be a whole number of pixels, 32 or more; got {net_size!r}"
+            )
+        return net_size
+
+
+def _content_key(rgb: np.ndarray) -> bytes:
+    """Equal for equal pixels, whatever object holds them."""
+    digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
+    digest.update(repr(rgb.shape).encode())
+    return digest.digest()

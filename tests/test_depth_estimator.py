@@ -1,0 +1,114 @@
+"""DepthEstimator: depth maps of PIL images, batches, dtypes and devices, on tiny random weights."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lib_depth2img.depth import DepthEstimator, build_dpt
+from lib_depth2img.errors import ImageError, SettingsError
+
+
+@pytest.fixture(scope="module")
+def state_dict() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return build_dpt("dpt_hybrid", tiny=True).state_dict()
+
+
+@pytest.fixture()
+def estimator(state_dict) -> DepthEstimator:
+    return DepthEstimator.from_state_dict(state_dict, weights_id="test:tiny-hybrid")
+
+
+def photo(width: int = 80, height: int = 48, seed: int = 0) -> Image.Image:
+    """A smooth scene with an object, so depth maps have structure."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    scene = np.stack(
+        [cols / width, rows / height, np.hypot(cols - width / 2, rows - height / 2) < height / 4], -1
+    )
+    noise = rng.normal(0, 0.05, scene.shape)
+    return Image.fromarray((np.clip(scene + noise, 0, 1) * 255).astype(np.uint8))
+
+
+def count_forwards(estimator: DepthEstimator) -> list[int]:
+    """Batch sizes of the network calls the estimator makes from now on."""
+    batches = []
+    estimator.model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    return batches
+
+
+@pytest.mark.parametrize("size", [(80, 48), (33, 97), (64, 64), (1, 1)])
+def test_depth_map_has_the_image_size_and_is_float32_non_negative_and_finite(estimator, size):
+    depth = estimator.estimate(photo(*size))
+    assert depth.shape == (size[1], size[0]) and depth.dtype == np.float32
+    assert np.isfinite(depth).all() and depth.min() >= 0
+
+
+def test_depth_map_follows_the_image(estimator):
+    assert estimator.estimate(photo()).std() > 0
+    assert not np.allclose(estimator.estimate(photo(seed=0)), estimator.estimate(photo(seed=1)))
+
+
+def test_estimate_is_deterministic(estimator):
+    np.testing.assert_array_equal(estimator.estimate(photo()), estimator.estimate(photo()))
+
+
+def test_identical_images_of_a_batch_are_estimated_once(estimator):
+    single = estimator.estimate(photo())
+    batches = count_forwards(estimator)
+    depths = estimator.estimate_batch([photo(), photo(), photo(), photo()])
+    assert batches == [1]
+    for depth in depths:
+        np.testing.assert_array_equal(depth, single)
+    depths[0][0, 0] = -1  # each caller owns its array
+    assert depths[1][0, 0] != -1
+
+
+def test_images_of_one_network_size_run_as_one_batch(estimator):
+    images = [photo(seed=1), photo(seed=2), photo(width=48, height=80), photo(seed=3)]
+    batches = count_forwards(estimator)
+    depths = estimator.estimate_batch(images)
+    assert sorted(batches) == [1, 3]
+    for image, depth in zip(images, depths):
+        np.testing.assert_allclose(depth, estimator.estimate(image), rtol=1e-4, atol=1e-5)
+
+
+def test_net_size_can_be_overridden_and_is_checked(estimator):
+    batches = []
+    estimator.model.register_forward_pre_hook(lambda module, args: batches.append(tuple(args[0].shape[-2:])))
+    assert estimator.estimate(photo(160, 96), net_size=128).shape == (96, 160)
+    assert batches == [
+        (64, 128)
+    ]  # scale 128/160 = 0.8 is closer to 1 than 128/96: width 128, height 76.8 -> 64
+    for bad in (0, 31, 64.0, True, "384"):
+        with pytest.raises(SettingsError, match="net size"):
+            estimator.estimate(photo(), net_size=bad)
+
+
+def test_mixed_image_modes(estimator):
+    for mode in ("RGBA", "L", "P"):
+        assert estimator.estimate(photo().convert(mode)).shape == (48, 80)
+    with pytest.raises(ImageError):
+        estimator.estimate(Image.new("RGB", (0, 0)))
+
+
+def test_bfloat16_network_returns_float32_close_to_float32(state_dict, estimator):
+    low = DepthEstimator.from_state_dict(state_dict, weights_id="bf16", dtype=torch.bfloat16)
+    assert low.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in low.model.parameters())
+    depth_low, depth = low.estimate(photo()), estimator.estimate(photo())
+    assert depth_low.dtype == np.float32
+    assert np.corrcoef(depth_low.ravel(), depth.ravel())[0, 1] > 0.95
+
+
+def test_to_moves_the_network_and_returns_the_estimator(estimator):
+    assert estimator.to("cpu") is estimator
+    assert estimator.device == torch.device("cpu")
+    assert estimator.to(torch.device("meta")).device.type == "meta"
+
+
+def test_estimate_builds_no_autograd_graph(estimator):
+    outputs = []
+    estimator.model.register_forward_hook(lambda module, args, output: outputs.append(output))
+    estimator.estimate(photo())
+    assert outputs[0].is_inference() and not outputs[0].requires_grad

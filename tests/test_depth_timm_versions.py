@@ -1,0 +1,107 @@
+"""The depth networks under the timm that older A1111 installs carry (0.6.x), next to the current one.
+
+A session fixture installs timm 0.6.13 with pip into the pytest cache (once) and a subprocess runs
+this project against it: the networks must have the same tensor names and shapes, and the same
+weights files must give the same depth maps.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt, write_tiny_depth_weights
+
+OLD_TIMM = "0.6.13"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+CHILD_SCRIPT = """
+import json, sys
+import numpy as np
+from PIL import Image
+from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt
+from lib_depth2img.depth.timm_parts import timm_parts
+
+folder = sys.argv[1]
+report = {"timm": timm_parts().version, "shapes": {}}
+for name in ESTIMATORS:
+    model = build_dpt(name, device="meta")
+    report["shapes"][name] = {key: list(tensor.shape) for key, tensor in model.state_dict().items()}
+    estimator = DepthEstimator.from_file(f"{folder}/{name}.safetensors", name)
+    np.save(f"{folder}/{name}-depth.npy", estimator.estimate(Image.open(f"{folder}/scene.png")))
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="session")
+def old_timm_site(request, tmp_path_factory) -> Path:
+    """A folder holding only timm 0.6.13 (no dependencies: torch comes from this environment)."""
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    root = Path(cache.mkdir(f"timm-{OLD_TIMM}")) if cache is not None else tmp_path_factory.mktemp("timm")
+    site = root / "site"
+    if (site / "timm" / "__init__.py").is_file():
+        return site
+    staging = Path(tempfile.mkdtemp(dir=root))
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--target",
+        str(staging),
+        f"timm=={OLD_TIMM}",
+    ]
+    try:
+        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        pytest.skip(f"could not run pip to install timm=={OLD_TIMM}: {error}")
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"pip could not install timm=={OLD_TIMM} (offline?): {last_line}")
+    shutil.rmtree(site, ignore_errors=True)
+    staging.rename(site)  # complete or absent, never half-installed
+    return site
+
+
+def test_networks_and_depth_maps_are_the_same_under_timm_0_6(old_timm_site, tmp_path):
+    rng = np.random.default_rng(0)
+    scene = Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    scene.save(tmp_path / "scene.png")
+    for name in ESTIMATORS:
+        write_tiny_depth_weights(tmp_path / f"{name}.safetensors", name)
+
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(old_timm_site), str(REPO_ROOT)]))
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD_SCRIPT, str(tmp_path)],
+        check=False,
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+
+    assert report["timm"] == OLD_TIMM
+    for name in ESTIMATORS:
+        ours = {
+            key: list(tensor.shape) for key, tensor in build_dpt(name, device="meta").state_dict().items()
+        }
+        assert report["shapes"][name] == ours, name
+        depth = DepthEstimator.from_file(tmp_path / f"{name}.safetensors", name).estimate(scene)
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"{name}-depth.npy"), depth, rtol=1e-4, atol=1e-5, err_msg=name
+        )
