@@ -145,7 +145,7 @@ def _from_own_map(
     size: tuple[int, int] | None,
     resize_mode: int,
 ) -> list[DepthResult]:
-    own = load_depth_map(settings.depth_image)
+    own = load_depth_map(settings.depth_image, name="your depth map")
     own_size = (own.shape[1], own.shape[0])
     by_size: dict[tuple[int, int], DepthResult] = {}
     results = []

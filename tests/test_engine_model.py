@@ -145,6 +145,14 @@ def test_noise_prediction_takes_the_depth_as_fifth_channel(tiny):
         tiny.predict_noise(latents, 500, context, depth[:, :, :4])
 
 
+@pytest.mark.parametrize("height, width", [(10, 12), (9, 13)])
+def test_noise_prediction_works_for_any_multiple_of_8_pixels(tiny, height, width):
+    """80x96 or 72x104 pixels: the downsamples round odd sides up, the decoder must fit the skips."""
+    latents = torch.randn(1, 4, height, width)
+    eps = tiny.predict_noise(latents, 500, tiny.encode_prompts(["a"]), torch.zeros(1, 1, height, width))
+    assert eps.shape == latents.shape and torch.isfinite(eps).all()
+
+
 def test_sdpa_and_plain_attention_agree(tiny):
     torch.manual_seed(2)
     q, k, v = (torch.randn(2, 3, 40, 16) for _ in range(3))

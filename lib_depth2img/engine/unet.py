@@ -248,5 +248,10 @@ class UNetModel(nn.Module):
             skips.append(h)
         h = self.middle_block(h, emb, context)
         for stage in self.output_blocks:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context)
+            skip = skips.pop()
+            if h.shape[-2:] != skip.shape[-2:]:
+                # A side that is not a multiple of 8 latents was rounded up by a downsample;
+                # the upsampled map is one row or column too large. Match the skip as A1111 does.
+                h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = stage(torch.cat([h, skip], dim=1), emb, context)
         return self.out(h)
