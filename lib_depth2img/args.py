@@ -8,6 +8,7 @@ XYZ-plot axes, the standalone app and the CLI all read this table instead of rep
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,15 +204,18 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         raise SettingsError(
             f"Depth2img: '{f.name}' ({spec.label}) must be {kind.__name__}, got {value!r}."
         ) from None
-    if kind in (int, float):
-        if value != value or (spec.minimum is not None and value < spec.minimum) or (
-            spec.maximum is not None and value > spec.maximum
-        ):
-            raise SettingsError(
-                f"Depth2img: '{f.name}' ({spec.label}) must be between {_format(spec.minimum)}"
-                f" and {_format(spec.maximum)}, got {_format(value)}."
-            )
+    if kind in (int, float) and not _within(value, spec):
+        raise SettingsError(
+            f"Depth2img: '{f.name}' ({spec.label}) must be between {_format(spec.minimum)}"
+            f" and {_format(spec.maximum)}, got {_format(value)}."
+        )
     return value
+
+
+def _within(value: float, spec: Spec) -> bool:
+    return not math.isnan(value) and (spec.minimum is None or value >= spec.minimum) and (
+        spec.maximum is None or value <= spec.maximum
+    )
 
 
 def _parse_bool(value: Any) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from .depthmap import normalize_depth
 from .errors import Depth2imgError, ImageError
@@ -87,18 +88,21 @@ def load_depth_map(
     return _depth_values(image, label)
 
 
-def save_atomically(image: Image.Image, path: str | os.PathLike, format: str = "PNG") -> None:
+def save_atomically(
+    image: Image.Image, path: str | os.PathLike, format: str = "PNG", pnginfo: PngInfo | None = None
+) -> None:
     """Write `image` to a hidden temporary file beside `path`, then rename it over `path`.
 
     Readers see the old file or the whole new one, never a partial one; the temporary file is
     removed on any failure. A write error (disk full, no permission) is a `Depth2imgError`.
+    `pnginfo` carries text chunks such as the A1111 `parameters` infotext.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         # os.open with 0o666 honours the umask, unlike mkstemp's private 0o600
         with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
-            image.save(file, format=format)
+            image.save(file, format=format, **({"pnginfo": pnginfo} if pnginfo else {}))
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from ..depth_source import depth_for_image
 from ..depthmap import depth_to_16bit, depth_to_preview
 from ..errors import Depth2imgError
 from ..images import IMAGE_EXTENSIONS, load_image, save_atomically
+from .common import add_setting_flag
 
 DEPTH_SETTINGS = ("net_size", "invert", "far_clip", "near_clip", "gamma", "blur")
 """The settings this command exposes, as flags named after them (`--far-clip` ...)."""
@@ -61,7 +62,7 @@ def register(subparsers: Any) -> None:
         help="the depth model the weights are for (default: %(default)s)",
     )
     for name in DEPTH_SETTINGS:
-        _add_setting_flag(parser, name)
+        add_setting_flag(parser, name)
     parser.add_argument(
         "-o",
         "--output-dir",
@@ -77,24 +78,6 @@ def register(subparsers: Any) -> None:
         help="write 16-bit PNGs (65536 depth levels instead of 256)",
     )
     parser.set_defaults(func=run)
-
-
-def _add_setting_flag(parser: argparse.ArgumentParser, name: str) -> None:
-    """A flag whose default, bounds and help come from the settings table in `args.py`."""
-    spec = Depth2imgArgs.spec(name)
-    default = Depth2imgArgs.defaults()[name]
-    flag = "--" + name.replace("_", "-")
-    if isinstance(default, bool):
-        parser.add_argument(flag, action="store_true", help=spec.hint)
-        return
-    bounds = f"{spec.minimum:g}..{spec.maximum:g}, " if spec.minimum is not None else ""
-    parser.add_argument(
-        flag,
-        type=type(default),
-        default=default,
-        metavar=name.split("_")[-1].upper(),
-        help=f"{spec.hint} ({bounds}default: {default:g})",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

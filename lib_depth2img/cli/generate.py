@@ -26,18 +26,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import io
-import os
 import re
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
@@ -47,11 +42,11 @@ from ..depthmap import RESIZE_MODES, depth_to_16bit
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest, resolve_seed
 from ..engine.samplers import SAMPLER_NAMES, ProgressCallback
 from ..errors import Depth2imgError, ImageError, SettingsError
-from ..images import IMAGE_EXTENSIONS, load_image
+from ..images import IMAGE_EXTENSIONS, load_image, save_atomically
 from ..infotext import png_info
-from .depth import DEPTH_SETTINGS, _add_setting_flag
+from .common import add_device_flags, add_setting_flag, device_and_dtype
+from .depth import DEPTH_SETTINGS
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REQUEST_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
 
 
@@ -100,12 +95,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--estimator-weights", type=Path, metavar="PATH",
                         help="weights file of a non-embedded --estimator (a MiDaS release file)")
     for name in DEPTH_SETTINGS:
-        _add_setting_flag(parser, name)
+        add_setting_flag(parser, name)
     parser.add_argument("--save-depth", action="store_true", help="also write <stem>-depth.png (16-bit)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device (default: %(default)s)")
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="weights dtype; auto: float16 on CUDA, float32 elsewhere")
+    add_device_flags(parser)
     parser.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUT",
                         help="folder for the results (created if missing)")
     parser.set_defaults(func=run)
@@ -132,7 +124,7 @@ class Job:
 
 def run(args: argparse.Namespace) -> int:
     settings = _depth_settings(args)
-    device = _device(args.device)
+    device, dtype = device_and_dtype(args)
     jobs = plan_jobs(args.init, args.depth, args.mask)
     seed = resolve_seed(args.seed)
     out_dir: Path = args.output_dir
@@ -141,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
     for job in jobs:  # read and check every input before anything is loaded or written
         _request(args, job, settings, seed)
 
-    dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
     pipe = Depth2ImgPipeline.from_checkpoint(args.ckpt, device=device, dtype=dtype, cache=DepthCache())
     if settings.estimator != EMBEDDED_ESTIMATOR:
         pipe.estimators[settings.estimator] = DepthEstimator.from_file(
@@ -171,21 +162,11 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(desc=label, unit="step", file=sys.stderr, disable=None) as bar:
             result = pipe(request, progress=_progress_to(bar))
         for image, item_seed, infotext in zip(result.images, result.seeds, result.infotexts, strict=True):
-            _save_png(image, out_dir / f"{job.stem}-{item_seed}.png", png_info(infotext))
+            save_atomically(image, out_dir / f"{job.stem}-{item_seed}.png", pnginfo=png_info(infotext))
         if args.save_depth:
-            _save_png(depth_to_16bit(result.depth), out_dir / f"{job.stem}-depth.png")
+            save_atomically(depth_to_16bit(result.depth), out_dir / f"{job.stem}-depth.png")
         print(f"{job.stem}: wrote {len(result.images)} image(s), seeds {', '.join(map(str, result.seeds))}")
     return 0
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SettingsError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError("--device cuda: this torch sees no CUDA GPU; use --device cpu.")
-    return device
 
 
 def _depth_settings(args: argparse.Namespace) -> Depth2imgArgs:
@@ -304,16 +285,3 @@ def _progress_to(bar: tqdm) -> ProgressCallback:
     return progress
 
 
-def _save_png(image: Image.Image, path: Path, pnginfo: PngInfo | None = None) -> None:
-    """Encode in memory, write under a hidden temporary name, then rename: never a partial file."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=pnginfo)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise Depth2imgError(f"cannot write {path}: {error.strerror or error}.") from None
-        raise

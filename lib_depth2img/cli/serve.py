@@ -16,11 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import Depth2imgError
 from ..model_download import MODELS_DIR_ENV_VAR, default_models_dir
-from .generate import DTYPES, _device
+from .common import add_device_flags, device_and_dtype
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7862  # A1111 takes 7860, its API-only mode 7861
@@ -53,10 +51,7 @@ def register(subparsers: Any) -> None:
                         help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 lets "
                         "every machine that reaches this one use the app)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device (default: %(default)s)")
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="weights dtype; auto: float16 on CUDA, float32 elsewhere")
+    add_device_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -64,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..ui.app import build_app  # gradio loads only for this command
     from ..ui.engine_services import EngineServices, ensure_demo_checkpoint
 
-    device = _device(args.device)
-    dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+    device, dtype = device_and_dtype(args)
     models_dir: Path = args.models_dir or default_models_dir()
     checkpoint: Path | None = args.ckpt
     if checkpoint is not None and not checkpoint.is_file():

@@ -282,7 +282,7 @@ class Depth2ImgPipeline:
         The range is the min and max over all frames (`depthmap.sequence_range`). Images are
         consumed one at a time; their estimates go to the cache, so generating reuses them.
         """
-        with self._estimator_visit() as load:
+        with self.estimator_visit() as load:
             estimator = load(depth.estimator)
             net_size = depth.net_size or None
             raws = (
@@ -293,14 +293,14 @@ class Depth2ImgPipeline:
 
     def _depth(self, request: GenerationRequest, size: tuple[int, int]) -> np.ndarray:
         """The adjusted depth map at the result's size (estimated only when there is no own map)."""
-        with self._estimator_visit() as load:
+        with self.estimator_visit() as load:
             return depth_for_image(
                 request.init_image, request.depth, lambda: load(request.depth.estimator), self.cache,
                 size=size, resize_mode=request.resize_mode, normalize_range=request.depth_range,
             ).depth
 
     @contextlib.contextmanager
-    def _estimator_visit(self) -> Iterator[Callable[[str], DepthEstimator]]:
+    def estimator_visit(self) -> Iterator[Callable[[str], DepthEstimator]]:
         """Yields a loader of estimators by name that moves them to the model's device; on CUDA
         they go back to the CPU afterwards, so MiDaS does not hold GPU memory while the UNet runs."""
         used: list[DepthEstimator] = []

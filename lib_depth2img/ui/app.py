@@ -30,7 +30,7 @@ from typing import Any
 import gradio as gr
 
 from ..args import Depth2imgArgs
-from ..cli.generate import REQUEST_DEFAULTS, _save_png
+from ..cli.generate import REQUEST_DEFAULTS
 from ..depthmap import RESIZE_MODES, depth_to_16bit
 from ..engine.pipeline import (
     MAX_BATCH,
@@ -43,10 +43,10 @@ from ..engine.pipeline import (
 )
 from ..engine.samplers import SAMPLER_NAMES
 from ..errors import Depth2imgError
-from ..images import load_image
+from ..images import load_image, save_atomically
 from ..infotext import png_info
 from .engine_services import EngineServices, load_init_image
-from .panel import DepthPanel, HostWidgets, _passing_undecodable_uploads, build_panel
+from .panel import DepthPanel, HostWidgets, build_panel, keep_undecodable_uploads
 
 log = logging.getLogger(__name__)
 
@@ -275,10 +275,10 @@ class JobRunner:
         items = zip(result.images, result.seeds, result.infotexts, strict=True)
         for offset, (image, seed, infotext) in enumerate(items):
             path = folder / f"{number + offset:05d}-{seed}.png"
-            _save_png(image, path, png_info(infotext))
+            save_atomically(image, path, pnginfo=png_info(infotext))
             gallery.append((str(path), f"seed {seed}"))
         if depth.save_depth:
-            _save_png(depth_to_16bit(result.depth), folder / f"{number:05d}-{result.seeds[0]}-depth.png")
+            save_atomically(depth_to_16bit(result.depth), folder / f"{number:05d}-{result.seeds[0]}-depth.png")
         if depth.append_depth:
             gallery.append((result.depth_preview, "depth map"))
         return gallery
@@ -318,7 +318,7 @@ def _upload(label: str, elem_id: str) -> Any:
     """An image upload that keeps the file's mode (alpha for masks, 16 bits) and hands an
     undecodable file on, so the core's image reader says what is wrong with it."""
     upload = gr.Image(label=label, type="pil", image_mode=None, height=240, elem_id=elem_id)
-    upload.preprocess = _passing_undecodable_uploads(upload.preprocess)
+    upload.preprocess = keep_undecodable_uploads(upload.preprocess)
     return upload
 
 

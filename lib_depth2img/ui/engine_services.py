@@ -98,7 +98,7 @@ class EngineServices:
             def load_estimator() -> DepthEstimator:
                 pipeline = self.pipeline(args.checkpoint)
                 # the pipeline's own estimator visit: on CUDA it borrows the GPU and gives it back
-                return visits.enter_context(pipeline._estimator_visit())(args.estimator)
+                return visits.enter_context(pipeline.estimator_visit())(args.estimator)
 
             return depth_for_image(image, args, load_estimator, self.cache)
 

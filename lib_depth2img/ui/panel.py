@@ -107,7 +107,7 @@ class DepthPanel:
         return [(self.controls[name], spec.infotext) for name, spec in Depth2imgArgs.specs() if spec.infotext]
 
 
-def _passing_undecodable_uploads(preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def keep_undecodable_uploads(preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """An image upload's preprocessing that hands an undecodable file on as it came.
 
     gradio raises inside its own preprocessing when an upload is not a readable image, and the
@@ -268,7 +268,7 @@ class _PanelBuilder:
     def own_depth_map(self, name: str) -> Any:
         # image_mode=None keeps a 16-bit upload 16-bit; gradio's default "RGB" clips it to 8 bits
         upload = self.setting(name, gr.Image, type="pil", image_mode=None, height=256)
-        upload.preprocess = _passing_undecodable_uploads(upload.preprocess)
+        upload.preprocess = keep_undecodable_uploads(upload.preprocess)
         return upload
 
     def tool_button(self, symbol: str, name: str) -> Any:
