@@ -11,7 +11,7 @@ Full-size network with random weights (speed does not depend on the values). Fig
 - batch: a batch of 4 copies of one image in one `estimate_batch` call (estimated once) against 4
   `estimate` calls (A1111's native behaviour: MiDaS once per batch item), and 4 different images
   in one call (one batched forward) against 4 calls.
-Every comparison runs side by side in this process; the ratios are what to read.
+Every comparison runs side by side in this process, the two sides in turns; the ratios are what to read.
 """
 
 import argparse
@@ -33,14 +33,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt
 
 
-def median_seconds(action: Callable[[], object], runs: int) -> float:
-    action()  # warm-up: first calls pay for kernel selection and allocation
-    times = []
+def seconds(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def median_seconds(*actions: Callable[[], object], runs: int) -> list[float]:
+    """Median time of each action, run in turns (ABAB...) so that load from other processes hits both alike."""
+    for action in actions:
+        action()  # warm-up: first calls pay for kernel selection and allocation
+    times: list[list[float]] = [[] for _ in actions]
     for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for action, series in zip(actions, times):
+            series.append(seconds(action))
+    return [statistics.median(series) for series in times]
 
 
 def _status_kib(field: str) -> int:
@@ -91,7 +98,7 @@ def main() -> None:
         with torch.inference_mode():
             estimator.model(x)
 
-    forward_s = median_seconds(forward, args.runs)
+    (forward_s,) = median_seconds(forward, runs=args.runs)
     memory_mib, how = peak_memory_growth_mib(forward)
     print(f"forward {spec.net_size}x{spec.net_size}: {forward_s:.3f} s (median of {args.runs})")
     print(f"forward peak memory: +{memory_mib:.0f} MiB over the loaded network ({how})")
@@ -110,10 +117,10 @@ def main() -> None:
             lambda: [estimator.estimate(i) for i in different],
         ),
     ]
-    print(f"\nbatch of 4 images {args.image_size}x{args.image_size} (median of {args.runs}):")
+    print(f"\nbatch of 4 images {args.image_size}x{args.image_size} (median of {args.runs}, run in turns):")
     print(f"{'':24}{'one estimate_batch':>20}{'4 x estimate':>16}{'ratio':>9}")
     for label, batched, separate in rows:
-        batched_s, separate_s = median_seconds(batched, args.runs), median_seconds(separate, args.runs)
+        batched_s, separate_s = median_seconds(batched, separate, runs=args.runs)
         print(f"{label:24}{batched_s:>18.3f} s{separate_s:>14.3f} s{separate_s / batched_s:>8.2f}x")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
