@@ -1,4 +1,4 @@
-"""Building blocks shared by the UNet and the VAE: normalisation and attention.
+"""Building blocks shared by the UNet and the VAE: normalisation, attention, upsampling.
 
 Both follow the numerics of Stability's `ldm` so that half-precision runs stay stable:
 group norms and the attention softmax are computed in float32 and cast back.
@@ -66,3 +66,14 @@ class GroupNorm32(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(
             x.dtype
         )
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour doubling then a 3x3 conv, as both SD decoders grow their maps."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
