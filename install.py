@@ -3,9 +3,9 @@
 The depth estimator needs timm, which A1111 v1.10 does not pin (it usually comes with
 open-clip-torch, and without it A1111 itself fails with "No module named 'timm'"), plus a few
 packages A1111 normally has. A package is installed only when it is missing, or upgraded when it
-is older than the minimum below and A1111 does not pin it. pip runs with a constraints file
-holding the installed torch and torchvision and every pin of A1111's requirements file, so a
-dependency can never replace torch or move a package A1111 pins. With everything present this
+is older than the minimum below and A1111 does not pin it. pip runs with a constraints file that
+holds torch, torchvision and every package of A1111's requirements file at its installed version,
+so a dependency can never replace torch or move a package A1111 pins. With everything present this
 prints nothing and calls pip not at all.
 """
 
@@ -79,9 +79,11 @@ def plan(pins: dict[str, str]) -> tuple[list[str], list[str]]:
 
 
 def constraints(pins: dict[str, str]) -> list[str]:
-    """Lines of the pip constraints file: torch and torchvision as installed, and A1111's pins."""
-    lines = [f"{name}=={version}" for name in NEVER_TOUCHED if (version := installed_version(name))]
-    return lines + [f"{name}=={version}" for name, version in pins.items() if name not in NEVER_TOUCHED]
+    """Lines of the pip constraints file: torch, torchvision and every package A1111 pins, held at
+    the installed version (a pin that is not installed: at the pin)."""
+    held = {name: installed_version(name) for name in NEVER_TOUCHED}
+    held.update({name: installed_version(name) or pin for name, pin in pins.items()})
+    return [f"{name}=={version}" for name, version in held.items() if version]
 
 
 def requirements_file() -> str:

@@ -208,3 +208,13 @@ def test_a_job_leaves_nothing_on_p(started):
         "init",
     }
     assert p.override_settings == {}
+
+
+def test_a_bug_while_preparing_stops_the_job_instead_of_generating_without_depth(started, monkeypatch):
+    from lib_depth2img.webui import checkpoint_swap
+
+    monkeypatch.setattr(checkpoint_swap, "choose_depth_checkpoint", lambda *args: 1 / 0)
+    p = started.img2img_p([gradient()], depth2img={"enabled": True})
+    with pytest.raises(ZeroDivisionError):
+        processing.process_images(p)
+    assert started.model.unet_calls == []

@@ -12,9 +12,8 @@ answers with its status code (A1111's API middleware reads `status_code`/`detail
 from __future__ import annotations
 
 import dataclasses
+import glob
 import inspect
-import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from ..errors import Depth2imgError, ImageError, SettingsError
 from ..images import IMAGE_EXTENSIONS
 from . import api, checkpoint_swap, depth_service, infotext_xyz, settings
 from .conditioning import TXT2IMG_NEEDS_DEPTH_MAP, DepthConditioner
-
-log = logging.getLogger(__name__)
 
 TITLE = infotext_xyz.TITLE
 INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")
@@ -99,18 +96,16 @@ def parse_args(values: Sequence[Any]) -> Depth2imgArgs:
 
 
 def before_process(p: Any, values: Sequence[Any]) -> None:
+    """Attach a job when Enable is on. Whatever fails here stops the job (A1111 would log it and
+    generate without depth2img, on the wrong model): user errors with their message, bugs with theirs."""
     DepthJob.detach(p)  # one left by a failed job on a `p` that A1111 reuses (the batch tab)
+    if not _enable_requested(values):
+        return
     try:
         args = parse_args(values)
-    except Depth2imgError as error:
-        if _enable_requested(values):
-            refuse(p, error)
-        return
-    if not args.enabled:
-        return
-    try:
-        DepthJob.attach(p, args)
-    except Depth2imgError as error:
+        if args.enabled:
+            DepthJob.attach(p, args)
+    except Exception as error:  # noqa: BLE001  (re-raised from p.init, unguarded by A1111)
         refuse(p, error)
 
 
@@ -123,10 +118,12 @@ def postprocess(p: Any, processed: Any) -> None:
             DepthJob.detach(p)
 
 
-def refuse(p: Any, error: Depth2imgError) -> None:
-    """Stop this job before it generates anything, with `error` as the message the user sees."""
-    error.status_code = api.http_status(error)
-    error.detail = str(error)
+def refuse(p: Any, error: Exception) -> None:
+    """Stop this job before it generates anything, with `error` as the message the user sees;
+    a user error also carries its HTTP status for A1111's API middleware (a bug stays a 500)."""
+    if isinstance(error, Depth2imgError):
+        error.status_code = api.http_status(error)
+        error.detail = str(error)
 
     def init(*args: Any, **kwargs: Any) -> None:
         raise error
@@ -177,7 +174,7 @@ class DepthJob:
         info = processed.infotexts[processed.index_of_first_image] if processed.infotexts else processed.info
         for index, depth in enumerate(self.conditioner.depth_maps):
             if args.save_depth and p.save_samples():
-                seed = p.all_seeds[index] if index < len(p.all_seeds) else p.all_seeds[0]
+                seed = p.all_seeds[min(index, len(p.all_seeds) - 1)]  # init image i feeds batch item i
                 images.save_image(depth_to_16bit(depth), p.outpath_samples, "", seed, p.all_prompts[0], "png",
                                   info=info, p=p, suffix=DEPTH_SUFFIX)
             if args.append_depth:
@@ -188,7 +185,8 @@ class DepthJob:
 # -- helpers ----------------------------------------------------------------------------------------
 
 def _enable_requested(values: Sequence[Any]) -> bool:
-    """Whether unparseable args asked for depth2img at all (a bad value with Enable off is ignored)."""
+    """Whether the args ask for depth2img at all, read before parsing: with Enable off, even
+    invalid values leave the job to A1111."""
     if not values:
         return False
     first = values[0]
@@ -225,14 +223,10 @@ def _with_batch_depth_map(args: Depth2imgArgs) -> Depth2imgArgs:
     if not folder.is_dir():
         raise ImageError(f"Depth2img: the depth maps folder {folder} does not exist.")
     for stem in (source.stem, source.stem + DEPTH_SUFFIX):
-        for path in sorted(folder.glob(f"{glob_escape(stem)}.*")):
+        for path in sorted(folder.glob(f"{glob.escape(stem)}.*")):
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 return dataclasses.replace(args, depth_image=str(path))
     raise ImageError(
         f"Depth2img: no depth map for {source.name} in {folder} (looked for {source.stem}.png, .jpg, ... "
         f"and {source.stem}{DEPTH_SUFFIX}.*); name each depth map like its input image."
     )
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
