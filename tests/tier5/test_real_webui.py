@@ -192,14 +192,15 @@ def reference_img2img(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, reference_img2img) -> Iterator[Server]:
+def server(tmp_path_factory) -> Iterator[Server]:
+    """A1111 with the extension; a test that also wants `reference_img2img` must ask for it first."""
     _, webui = webui_dirs()
     log_path = tmp_path_factory.mktemp("logs") / "webui-with-extension.log"
     with extension_installed(webui), running_server(log_path) as server:
         yield server
 
 
-def test_extension_off_gives_the_same_image_as_no_extension(server, reference_img2img, record_property):
+def test_extension_off_gives_the_same_image_as_no_extension(reference_img2img, server, record_property):
     """Same job, same seed, same infotext. The pixels are compared within A1111's own run-to-run
     spread: on this CPU two identical requests to one unmodified A1111 already differ by up to 3
     levels in some pixels (multi-threaded float sums), so equal bytes cannot be asked for here."""
