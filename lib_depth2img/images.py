@@ -41,6 +41,7 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
 _MIN_BASE64_LENGTH = 64  # the smallest PNG is ~70 bytes; shorter strings are meant as paths
 _PILLOW_PIXEL_COUNT = re.compile(r"\((\d+) pixels\)")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_EXIF_ORIENTATION = 0x0112
 
 
 def load_image(
@@ -56,7 +57,7 @@ def load_image(
     if isinstance(source, Image.Image):
         _check_size(source.size, label, max_megapixels)
         _load_pixels(source, label)  # a lazily opened image may still fail here
-        return _upright(source, in_place=False)
+        return _upright(source)
     if isinstance(source, np.ndarray):
         return load_image(_array_to_image(source, label), max_megapixels=max_megapixels, name=label)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -165,7 +166,7 @@ def _decode(stream: io.IOBase, label: str, max_megapixels: float) -> Image.Image
         ) from None
     _check_size(image.size, label, max_megapixels)
     _load_pixels(image, label)
-    return _upright(image, in_place=True)
+    return _upright(image)
 
 
 def _load_pixels(image: Image.Image, label: str) -> None:
@@ -191,18 +192,16 @@ def _check_size(size: tuple[int, int], label: str, max_megapixels: float) -> Non
         )
 
 
-def _upright(image: Image.Image, *, in_place: bool) -> Image.Image:
-    """Apply the EXIF orientation, as viewers do, and drop the tag so it is never applied twice."""
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation, as viewers do, and drop the tag so it is never applied twice.
+
+    Written for Pillow 9.5 (A1111's pin) as well as 10+: the tag by number, no `in_place`.
+    """
     try:
-        orientation = image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     except (OSError, SyntaxError, ValueError, TypeError):  # unreadable EXIF: show the pixels as stored
         return image
-    if orientation == 1:
-        return image
-    if in_place:
-        ImageOps.exif_transpose(image, in_place=True)
-        return image
-    return ImageOps.exif_transpose(image)
+    return image if orientation == 1 else ImageOps.exif_transpose(image)
 
 
 def _array_to_image(array: np.ndarray, label: str) -> Image.Image:

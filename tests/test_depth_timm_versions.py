@@ -7,10 +7,8 @@ weights files must give the same depth maps.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 from PIL import Image
 
 from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt, write_tiny_depth_weights
+from support.pinned_packages import cache_folder, install_pinned
 
 OLD_TIMM = "0.6.13"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,36 +42,7 @@ print(json.dumps(report))
 @pytest.fixture(scope="session")
 def old_timm_site(request, tmp_path_factory) -> Path:
     """A folder holding only timm 0.6.13 (no dependencies: torch comes from this environment)."""
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    root = Path(cache.mkdir(f"timm-{OLD_TIMM}")) if cache is not None else tmp_path_factory.mktemp("timm")
-    site = root / "site"
-    if (site / "timm" / "__init__.py").is_file():
-        return site
-    staging = Path(tempfile.mkdtemp(dir=root))
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--quiet",
-        "--target",
-        str(staging),
-        f"timm=={OLD_TIMM}",
-    ]
-    try:
-        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        pytest.skip(f"could not run pip to install timm=={OLD_TIMM}: {error}")
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"pip could not install timm=={OLD_TIMM} (offline?): {last_line}")
-    shutil.rmtree(site, ignore_errors=True)
-    staging.rename(site)  # complete or absent, never half-installed
-    return site
+    return install_pinned(f"timm=={OLD_TIMM}", cache_folder(request, tmp_path_factory, f"timm-{OLD_TIMM}"))
 
 
 def test_networks_and_depth_maps_are_the_same_under_timm_0_6(old_timm_site, tmp_path):
