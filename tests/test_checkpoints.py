@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import save_file
+from support.webui import webui_checkout
 
 from lib_depth2img import checkpoints
 from lib_depth2img.checkpoints import (
@@ -456,17 +457,8 @@ def test_module_structure_matches_expected():
 
 @pytest.mark.webui
 def test_yaml_matches_the_real_file_in_an_a1111_checkout(tmp_path):
-    webui = os.environ.get("SD_WEBUI_DIR")
-    real = (
-        Path(webui)
-        / "repositories"
-        / "stable-diffusion-stability-ai"
-        / "configs"
-        / "stable-diffusion"
-        / "v2-midas-inference.yaml"
-        if webui
-        else None
-    )
+    webui = webui_checkout()
+    real = webui and webui / "repositories/stable-diffusion-stability-ai/configs/stable-diffusion/v2-midas-inference.yaml"
     if real is None or not real.is_file():
         pytest.skip("SD_WEBUI_DIR is not set or has no stable-diffusion-stability-ai checkout")
     ckpt = write_safetensors(tmp_path / "d.safetensors")

@@ -12,30 +12,21 @@ runs the source of `run_ldm` alone, so it needs nothing from this project (nor p
 import dataclasses
 import inspect
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from support.webui import webui_checkout, webui_python
 
 PROMPTS = ["a photo of a cat", "", "an oil painting of " + "a very long prompt " * 20]
 LDM_REPO = Path("repositories") / "stable-diffusion-stability-ai"
 
 
-def webui_python(webui: Path) -> Path | None:
-    candidates = [
-        os.environ.get("SD_WEBUI_PYTHON"),
-        webui / "venv/bin/python",
-        webui.parent / "venv/bin/python",
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
 @pytest.mark.webui
 def test_tiny_model_matches_stability_ldm(tmp_path):
-    webui = Path(os.environ.get("SD_WEBUI_DIR", "/nonexistent"))
+    webui = webui_checkout() or Path("/nonexistent")
     python = webui_python(webui)
     if not (webui / LDM_REPO / "ldm").is_dir() or python is None:
         pytest.skip("SD_WEBUI_DIR is not set, or has no stable-diffusion-stability-ai checkout or venv")

@@ -1,9 +1,9 @@
 """Tier 5: the extension inside a real A1111 v1.10.1, driven over its HTTP API.
 
-Runs only when SD_WEBUI_DIR points at an A1111 checkout (the folder holding webui/ and start.sh,
-or the webui/ folder itself) with `512-depth-ema.safetensors` and `sd2-base-random.safetensors`
-(random weights are fine) in models/Stable-diffusion. The server is started twice with
-`start.sh PORT` on 127.0.0.1: once without the extension (the reference), once with it
+Runs only when SD_WEBUI_DIR points at an A1111 checkout (see tests/support/webui.py) with
+`512-depth-ema.safetensors` and `sd2-base-random.safetensors` (random weights are fine) in
+models/Stable-diffusion. The server is started twice, CPU-only and offline on 127.0.0.1: once
+without the extension (the reference), once with it
 installed as A1111 installs extensions (a folder in extensions/, its install.py run through
 `launch_utils.run_extension_installer`). Slow: about a minute per start and ~12 s per job on a CPU.
 """
@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.webui import OFFLINE_ENVIRONMENT, launch_command, webui_checkout
 
-WEBUI_ROOT = os.environ.get("SD_WEBUI_DIR")
+WEBUI = webui_checkout()
 pytestmark = [
     pytest.mark.webui,
-    pytest.mark.skipif(not WEBUI_ROOT, reason="tier 5 needs a real A1111 v1.10.1 checkout: set SD_WEBUI_DIR"),
+    pytest.mark.skipif(WEBUI is None, reason="tier 5 needs a real A1111 v1.10.1 checkout: set SD_WEBUI_DIR"),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,14 +48,6 @@ JOB = {"prompt": "a room", "seed": 1234, "steps": 2, "width": 128, "height": 128
        "denoising_strength": 0.8, "cfg_scale": 5}
 
 
-def webui_dirs() -> tuple[Path, Path]:
-    """(folder with start.sh, the A1111 checkout)."""
-    root = Path(WEBUI_ROOT or ".").resolve()
-    webui = root / "webui" if (root / "webui" / "launch.py").is_file() else root
-    start_dir = webui.parent if (webui.parent / "start.sh").is_file() else webui
-    return start_dir, webui
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,13 +58,13 @@ class Server:
     """One A1111 process on 127.0.0.1, spoken to with the standard library."""
 
     def __init__(self, log_path: Path) -> None:
-        start_dir, self.webui = webui_dirs()
+        self.webui = WEBUI
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115  (the server writes to it until stop())
         self.process = subprocess.Popen(
-            ["bash", str(start_dir / "start.sh"), str(self.port)], cwd=start_dir, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            launch_command(self.webui, self.port, BASE_CHECKPOINT), cwd=self.webui, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **OFFLINE_ENVIRONMENT),
         )
 
     def url(self, path: str) -> str:
@@ -182,7 +175,7 @@ def native_depth_body(**extra) -> dict:
 @pytest.fixture(scope="module")
 def reference_img2img(tmp_path_factory) -> dict:
     """An img2img job on A1111's own depth path, without the extension."""
-    _, webui = webui_dirs()
+    webui = WEBUI
     if (webui / "extensions" / EXTENSION_NAME).exists():
         pytest.skip(f"{EXTENSION_NAME} is already installed in {webui}; cannot run the reference without it")
     with running_server(tmp_path_factory.mktemp("logs") / "webui-without-extension.log") as server:
@@ -194,7 +187,7 @@ def reference_img2img(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     """A1111 with the extension; a test that also wants `reference_img2img` must ask for it first."""
-    _, webui = webui_dirs()
+    webui = WEBUI
     log_path = tmp_path_factory.mktemp("logs") / "webui-with-extension.log"
     with extension_installed(webui), running_server(log_path) as server:
         yield server
