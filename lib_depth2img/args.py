@@ -197,9 +197,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
             value = int(number)
         elif kind is float:
             value = float(value)
-        elif kind is str:
-            if not isinstance(value, str):
-                raise ValueError
+        elif kind is str and not isinstance(value, str):
+            raise ValueError
     except (TypeError, ValueError):
         raise SettingsError(
             f"Depth2img: '{f.name}' ({spec.label}) must be {kind.__name__}, got {value!r}."

@@ -89,6 +89,16 @@ def load_depth_map(
     return _depth_values(image, label)
 
 
+def make_output_folder(folder: str | os.PathLike) -> Path:
+    """Create the folder results go to; a failure (a file in the way, no permission) is a user error."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Depth2imgError(f"cannot create the output folder {folder}: {error.strerror or error}.") from None
+    return folder
+
+
 def save_atomically(
     image: Image.Image, path: str | os.PathLike, format: str = "PNG", pnginfo: PngInfo | None = None
 ) -> None:

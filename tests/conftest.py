@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -102,3 +103,12 @@ def tiny_depth_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny-depth.safetensors"
     write_tiny_depth_weights(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions run faster on one thread than on two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,14 +19,7 @@ from lib_depth2img.engine.samplers import GenerationCancelled
 from lib_depth2img.errors import SettingsError
 from lib_depth2img.infotext import Infotext
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

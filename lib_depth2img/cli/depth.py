@@ -23,7 +23,7 @@ from ..depth import ESTIMATORS, DepthEstimator
 from ..depth_source import depth_for_image
 from ..depthmap import depth_to_16bit, depth_to_preview
 from ..errors import Depth2imgError
-from ..images import IMAGE_EXTENSIONS, load_image, save_atomically
+from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
 from .common import add_setting_flag
 
 DEPTH_SETTINGS = ("net_size", "invert", "far_clip", "near_clip", "gamma", "blur")
@@ -85,12 +85,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = image_paths(args.images)
     estimator = DepthEstimator.from_file(args.weights, args.estimator)
     out_dir: Path = args.output_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise Depth2imgError(
-            f"cannot create the output folder {out_dir}: {error.strerror or error}."
-        ) from None
+    make_output_folder(out_dir)
     written, failures = 0, []
     claimed: dict[Path, Path] = {}
     for path in tqdm(inputs, desc="depth maps", unit="image", file=sys.stderr, disable=None):

@@ -42,7 +42,7 @@ from ..depthmap import RESIZE_MODES, depth_to_16bit
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest, resolve_seed
 from ..engine.samplers import SAMPLER_NAMES, ProgressCallback
 from ..errors import Depth2imgError, ImageError, SettingsError
-from ..images import IMAGE_EXTENSIONS, load_image, save_atomically
+from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
 from ..infotext import png_info
 from .common import add_device_flags, add_setting_flag, device_and_dtype
 from .depth import DEPTH_SETTINGS
@@ -150,12 +150,7 @@ def run(args: argparse.Namespace) -> int:
         low, high = depth_range
         print(f"depth range for all {len(jobs)} inputs: {low:.4g} .. {high:.4g}", file=sys.stderr)
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise Depth2imgError(
-            f"cannot create the output folder {out_dir}: {error.strerror or error}."
-        ) from None
+    make_output_folder(out_dir)
     for number, job in enumerate(jobs, 1):
         request = dataclasses.replace(_request(args, job, settings, seed), depth_range=depth_range)
         label = f"[{number}/{len(jobs)}] {job.stem}"

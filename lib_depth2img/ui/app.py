@@ -43,7 +43,7 @@ from ..engine.pipeline import (
 )
 from ..engine.samplers import SAMPLER_NAMES
 from ..errors import Depth2imgError
-from ..images import load_image, save_atomically
+from ..images import load_image, make_output_folder, save_atomically
 from ..infotext import png_info
 from .engine_services import EngineServices, load_init_image
 from .panel import DepthPanel, HostWidgets, build_panel, keep_undecodable_uploads
@@ -263,13 +263,7 @@ class JobRunner:
 
     def save(self, result: GenerationResult, depth: Depth2imgArgs) -> list[tuple[str, str]]:
         """Write the images (and the 16-bit depth map if asked) atomically; gallery items of the files."""
-        folder = self.day_folder()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise Depth2imgError(
-                f"Cannot create the outputs folder {folder}: {error.strerror or error}."
-            ) from None
+        folder = make_output_folder(self.day_folder())
         number = _next_number(folder)
         gallery = []
         items = zip(result.images, result.seeds, result.infotexts, strict=True)
