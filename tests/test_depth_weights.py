@@ -265,3 +265,18 @@ def test_pickle_that_runs_code_is_refused_without_running_it(tmp_path, tiny_stat
 def test_unknown_estimator_name():
     with pytest.raises(ValueError, match="dpt_hybrid, dpt_large, dpt_beit_large_512"):
         build_dpt("dpt_swin2")
+
+
+def test_loading_does_not_go_through_a_replaced_module_load_state_dict(tmp_path, monkeypatch):
+    """A1111 replaces `Module.load_state_dict` process-wide while it loads a checkpoint (with a
+    function that takes no `assign`); a preview clicked meanwhile must still load its estimator."""
+    path = tmp_path / "depth.safetensors"
+    write_tiny_depth_weights(path)
+
+    def replaced(*args, **kwargs):
+        raise TypeError("load_state_dict() got an unexpected keyword argument 'assign'")
+
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", replaced)
+    estimator = DepthEstimator.from_file(path)
+    assert not any(t.is_meta for t in estimator.model.state_dict().values())
+    assert estimator.estimate(Image.new("RGB", (64, 48), (120, 80, 40))).shape == (48, 64)

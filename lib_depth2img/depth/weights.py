@@ -152,16 +152,25 @@ def build_loaded_dpt(
         raise WeightsError(
             f"{source} does not fit the {size} {spec.name} depth model: {problems}.{_hint_other_estimators(state_dict, spec)}"
         )
-    model.load_state_dict(
-        {name: tensor.to(device=device, dtype=dtype, copy=True) for name, tensor in state_dict.items()},
-        strict=True,
-        assign=True,
-    )
+    for name, tensor in state_dict.items():
+        _assign(model, name, tensor.to(device=device, dtype=dtype, copy=True))
     if any(tensor.is_meta for tensor in (*model.parameters(), *model.buffers())):
         raise RuntimeError(
             f"{spec.name}: a tensor of the network is not in its state dict and was left unset"
         )
     return model
+
+
+def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Put `tensor` in place of the (meta) parameter or buffer `name`, as `load_state_dict(assign=True)`
+    would. Done by hand because A1111 swaps `Module.load_state_dict` for the whole process while it
+    loads a checkpoint, and a preview clicked meanwhile must still load its estimator."""
+    owner_name, _, attribute = name.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    if attribute in owner._parameters:
+        owner._parameters[attribute] = nn.Parameter(tensor, requires_grad=False)
+    else:
+        owner._buffers[attribute] = tensor
 
 
 def is_tiny_state_dict(state_dict: Mapping[str, torch.Tensor], spec: EstimatorSpec, source: str) -> bool:

@@ -41,6 +41,9 @@ EXTENSION_NAME = "sd-webui-depth2img"
 START_TIMEOUT = 900
 JOB_TIMEOUT = 900
 BASE_CHECKPOINT = "sd2-base-random.safetensors"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 DEPTH_CHECKPOINT = "512-depth-ema.safetensors"
 MAX_RUN_TO_RUN_MEAN = 1.0  # levels of 255; two identical requests to one A1111 here: up to 3, in 44% of values
 MAX_RUN_TO_RUN_LEVELS = 8
@@ -261,6 +264,37 @@ def test_depth_preview_route_and_its_cache(server):
     status, models = server.get("/depth2img/v1/models")
     assert status == 200 and models["checkpoints"][0].startswith(DEPTH_CHECKPOINT)
 
+
+
+def test_show_depth_map_in_the_img2img_tab_in_chromium(server, tmp_path):
+    """The panel in A1111's real page: upload an init image, open Depth2img, Show depth map.
+
+    The preview must show a picture (not a blank) and the status line the estimator used; the
+    page screenshot is kept in tmp_path for a person to look at."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium")
+    picture = tmp_path / "init.png"
+    init_image().save(picture)
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.goto(server.url("/"), timeout=START_TIMEOUT * 1000)
+            page.locator("#tabs button", has_text="img2img").first.click()
+            page.set_input_files("#img2img_image input[type=file]", str(picture))
+            page.locator("#depth2img_img2img .label-wrap").first.click()
+            page.click("#depth2img_img2img_preview")
+            preview = page.locator("#depth2img_img2img_preview_image img")
+            preview.or_(page.locator(".depth2img-status-error")).first.wait_for(timeout=JOB_TIMEOUT * 1000)
+            status = page.locator("#depth2img_img2img_status").first.inner_text()
+            assert preview.count() == 1, status
+            page.screenshot(path=str(tmp_path / "a1111-img2img.png"), full_page=True)
+            preview.screenshot(path=str(tmp_path / "preview.png"))
+        finally:
+            browser.close()
+    assert "estimat" in status, status
+    assert np.asarray(Image.open(tmp_path / "preview.png").convert("L"), dtype=np.float32).std() > 1.0
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
