@@ -13,6 +13,7 @@ goes too: the attention here builds that zero itself, and without it every tenso
 is one that a weights file provides.
 """
 
+import dataclasses
 import functools
 
 import torch
@@ -21,19 +22,11 @@ from torch import nn
 
 from lib_depth2img.depth.dpt import PATCH_SIZE
 from lib_depth2img.depth.timm_parts import timm_parts
-from lib_depth2img.depth.vit import VitBackbone, VitSize, hooked_block_outputs
+from lib_depth2img.depth.vit import VIT_LARGE_384, VIT_TINY, VitBackbone, VitSize, hooked_block_outputs
 
-BEIT_LARGE_512 = VitSize(
-    img_size=512,
-    embed_dim=1024,
-    depth=24,
-    num_heads=16,
-    hooks=(5, 11, 17, 23),
-    out_channels=(256, 512, 1024, 1024),
-)
-BEIT_TINY = VitSize(
-    img_size=64, embed_dim=64, depth=4, num_heads=2, hooks=(0, 1, 2, 3), out_channels=(16, 32, 64, 64)
-)
+BEIT_LARGE_512 = dataclasses.replace(VIT_LARGE_384, img_size=512)
+"""BEiT-L/16 has ViT-L/16's widths, depth, hooks and DPT channels, at 512 px."""
+BEIT_TINY = VIT_TINY
 LAYER_SCALE_INIT = 1e-5
 """BEiT-L uses layer scale (`gamma_1`, `gamma_2` in every block); the value only matters for fresh weights."""
 DERIVED_KEY_SUFFIXES = (".attn.relative_position_index",)
