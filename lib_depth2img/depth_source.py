@@ -20,8 +20,9 @@ from PIL import Image
 
 from .args import Depth2imgArgs
 from .depth_cache import DepthCache, DepthKey, depth_key
-from .depthmap import apply_adjustments, fit_to_size, normalize_depth
+from .depthmap import apply_adjustments, normalize_depth
 from .errors import SettingsError
+from .geometry import Geometry, fit_image, fit_map
 from .images import load_depth_map
 
 if TYPE_CHECKING:
@@ -51,6 +52,12 @@ class DepthResult:
 EstimatorLoader = Callable[[], "DepthEstimator"]
 """Returns the estimator, loading it on first use; called only when a map must be estimated."""
 
+PixelFitter = Callable[[Image.Image, Geometry], Image.Image]
+"""`fit(image, geometry)`: the RGB pixels the model sees (`geometry.fit_image` or a host's own)."""
+
+EstimationProgress = Callable[[int, int], None]
+"""`progress(done, total)` while an estimator runs; raising from it stops the estimate."""
+
 
 def depth_for_image(
     image: Image.Image | None,
@@ -58,19 +65,15 @@ def depth_for_image(
     load_estimator: EstimatorLoader | None,
     cache: DepthCache | None = None,
     *,
-    size: tuple[int, int] | None = None,
-    resize_mode: int = 0,
+    geometry: Geometry | None = None,
+    fit: PixelFitter = fit_image,
     normalize_range: tuple[float, float] | None = None,
+    progress: EstimationProgress | None = None,
 ) -> DepthResult:
     """The depth map of one init image (or of none: txt2img from your own map); see `depth_for_images`."""
     return depth_for_images(
-        [image],
-        settings,
-        load_estimator,
-        cache,
-        size=size,
-        resize_mode=resize_mode,
-        normalize_range=normalize_range,
+        [image], settings, load_estimator, cache,
+        geometry=geometry, fit=fit, normalize_range=normalize_range, progress=progress,
     )[0]
 
 
@@ -80,32 +83,37 @@ def depth_for_images(
     load_estimator: EstimatorLoader | None,
     cache: DepthCache | None = None,
     *,
-    size: tuple[int, int] | None = None,
-    resize_mode: int = 0,
+    geometry: Geometry | None = None,
+    fit: PixelFitter = fit_image,
     normalize_range: tuple[float, float] | None = None,
+    progress: EstimationProgress | None = None,
 ) -> list[DepthResult]:
-    """One adjusted depth map per init image, at `size` (width, height) or else the image's size.
+    """One adjusted depth map per init image, at the job's `geometry` (None: the image's own size).
 
-    `settings.depth_image`, when set, is used for every image (fitted to the size with A1111's
-    `resize_mode`, see `depthmap.fit_to_size`); its gray levels are kept as they are (white =
-    near), not stretched. Otherwise each distinct image is estimated once (or found in `cache`)
-    at `settings.net_size` (0: the estimator's own), normalised to [0, 1] (by `normalize_range`
-    when given, for sequences) and adjusted. Without an own map every image must be given.
+    Depth is estimated on the pixels the model sees: `fit(image, geometry)` (the host's own
+    resize, see `geometry.fit_image`), so the raw estimate and its cache entry are at the
+    generation size and a preview with the job's geometry is exactly the job's map. Each distinct
+    image is estimated once (or found in `cache`) at `settings.net_size` (0: the estimator's own),
+    normalised to [0, 1] (by `normalize_range` when given, for sequences) and then adjusted.
+    `settings.depth_image`, when set, replaces the estimate for every image: it describes the
+    whole init image and goes through the same geometry (`geometry.fit_map`); its gray levels are
+    kept as they are (white = near), not stretched. Without an own map every image must be given.
+    `progress(done, total)` is called as the estimator works; what it raises stops the estimate.
     """
     if settings.depth_image is not None:
-        return _from_own_map(images, settings, size, resize_mode)
+        return _from_own_map(images, settings, geometry)
     if any(image is None for image in images):
         raise SettingsError("Depth2img needs an init image to estimate depth from, or your own depth map.")
     if load_estimator is None:
         raise SettingsError("Depth2img: no depth estimator is available here; give your own depth map.")
+    pixels = [fit(image, geometry or Geometry(*image.size)) for image in images]
     estimator = load_estimator()
-    raws = estimate_raw_depths(images, estimator, net_size=settings.net_size or None, cache=cache)
+    raws = estimate_raw_depths(pixels, estimator, net_size=settings.net_size or None, cache=cache, progress=progress)
     results: dict[int, DepthResult] = {}
-    for (raw, origin), image in zip(raws, images, strict=True):
-        target = tuple(size or image.size)
+    for raw, origin in raws:
         if id(raw) not in results:  # copies of one image share their raw array, and so their result
-            depth = fit_to_size(normalize_depth(raw, normalize_range), target, resize_mode)
-            results[id(raw)] = DepthResult(_read_only(apply_adjustments(depth, settings.adjustments)), origin)
+            depth = apply_adjustments(normalize_depth(raw, normalize_range), settings.adjustments)
+            results[id(raw)] = DepthResult(_read_only(depth), origin)
     return [results[id(raw)] for raw, _ in raws]
 
 
@@ -115,21 +123,22 @@ def estimate_raw_depths(
     *,
     net_size: int | None = None,
     cache: DepthCache | None = None,
+    progress: EstimationProgress | None = None,
 ) -> list[tuple[np.ndarray, DepthOrigin]]:
-    """Raw estimates (read-only, as the estimator returns them) and their origin, one per image.
+    """Raw estimates (read-only, at each image's size) and their origin, one per image.
 
-    Each distinct image is estimated once; copies share one array. Use this for sequences: take
-    `depthmap.sequence_range` of the raws, then `depth_for_images(..., normalize_range=...)`
-    finds them in the cache.
+    Give the pixels the model sees (`geometry.fit_image`). Each distinct image is estimated
+    once; copies share one array. Use this for sequences: take `depthmap.sequence_range` of the
+    raws, then `depth_for_images(..., normalize_range=...)` finds them in the cache.
     """
-    effective_net_size = net_size or estimator.net_size
+    effective_net_size = estimator.checked_net_size(net_size)
     found: dict[DepthKey, tuple[np.ndarray, DepthOrigin]] = {}
     results = []
     for image in images:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         key = depth_key(rgb, estimator.name, estimator.weights_id, effective_net_size)
         if key not in found:
-            estimate = functools.partial(estimator.estimate, rgb, net_size=effective_net_size)
+            estimate = functools.partial(estimator.estimate, rgb, net_size=effective_net_size, progress=progress)
             if cache is None:
                 found[key] = (_read_only(estimate()), DepthOrigin.ESTIMATOR)
             else:
@@ -140,21 +149,18 @@ def estimate_raw_depths(
 
 
 def _from_own_map(
-    images: Sequence[Image.Image | None],
-    settings: Depth2imgArgs,
-    size: tuple[int, int] | None,
-    resize_mode: int,
+    images: Sequence[Image.Image | None], settings: Depth2imgArgs, geometry: Geometry | None
 ) -> list[DepthResult]:
     own = load_depth_map(settings.depth_image, name="your depth map")
-    own_size = (own.shape[1], own.shape[0])
-    by_size: dict[tuple[int, int], DepthResult] = {}
+    by_frame: dict[tuple, DepthResult] = {}
     results = []
     for image in images:
-        target = tuple(size or (image.size if image is not None else own_size))
-        if target not in by_size:
-            depth = apply_adjustments(fit_to_size(own, target, resize_mode), settings.adjustments)
-            by_size[target] = DepthResult(_read_only(depth), DepthOrigin.OWN_MAP)
-        results.append(by_size[target])
+        image_size = None if image is None else image.size
+        frame = geometry or Geometry(*(image_size or (own.shape[1], own.shape[0])))
+        if (frame, image_size) not in by_frame:
+            depth = apply_adjustments(fit_map(own, frame, image_size), settings.adjustments)
+            by_frame[frame, image_size] = DepthResult(_read_only(depth), DepthOrigin.OWN_MAP)
+        results.append(by_frame[frame, image_size])
     return results
 
 

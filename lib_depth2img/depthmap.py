@@ -1,4 +1,4 @@
-"""Depth-map handling: normalisation, adjustments, resizing, preview images and conditioning.
+"""Depth-map handling: normalisation, adjustments, preview images and conditioning.
 
 Everything works on float32 arrays, H x W; a *normalised* map lies in [0, 1] with 0 = far and
 1 = near (white = near, as MiDaS and the depth model see it). Nothing is rounded to 8 bits
@@ -17,14 +17,6 @@ from PIL import Image
 
 from .args import DepthAdjustments
 from .errors import SettingsError
-
-RESIZE_MODES = {
-    0: "Just resize",
-    1: "Crop and resize",
-    2: "Resize and fill",
-    3: "Just resize (latent upscale)",
-}
-"""A1111's img2img resize modes (`p.resize_mode`), which `fit_to_size` reproduces."""
 
 CONDITIONING_EPSILON = 0.001
 """The `+ 0.001` in the training-time normalisation of `LatentDepth2ImageDiffusion`."""
@@ -95,77 +87,6 @@ def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
         image = F.pad(image, (0, 0, radius, radius), mode="replicate")
         image = F.conv2d(image, kernel.view(1, 1, -1, 1))
     return image[0, 0].numpy()
-
-
-# -- resizing to the init image --------------------------------------------------------------------
-
-
-def resize_geometry(
-    source_size: tuple[int, int], target_size: tuple[int, int], resize_mode: int = 0
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Where A1111's `images.resize_image` puts a source of `source_size` in a `target_size` frame.
-
-    Returns ((scaled_width, scaled_height), (left, top)): the source is scaled to the first size
-    and placed with its top-left corner at (left, top) of the target. Negative offsets crop
-    (mode 1, "Crop and resize"), positive ones leave borders to fill (mode 2, "Resize and fill").
-    Modes 0 and 3 stretch to the target (mode 3 upscales the latent instead of the image, but the
-    picture ends up stretched the same way). Sizes are (width, height), as in PIL.
-    """
-    if resize_mode not in RESIZE_MODES:
-        raise SettingsError(
-            f"Depth2img: unknown resize mode {resize_mode!r}; use one of "
-            + ", ".join(f"{key} ({label})" for key, label in RESIZE_MODES.items())
-            + "."
-        )
-    width, height = target_size
-    source_width, source_height = source_size
-    if resize_mode in (0, 3):
-        return (width, height), (0, 0)
-    ratio, source_ratio = width / height, source_width / source_height
-    if resize_mode == 1:
-        scaled_width = width if ratio > source_ratio else math.ceil(source_width * height / source_height)
-        scaled_height = height if ratio <= source_ratio else math.ceil(source_height * width / source_width)
-    else:
-        scaled_width = (
-            width if ratio < source_ratio else max(1, math.floor(source_width * height / source_height))
-        )
-        scaled_height = (
-            height if ratio >= source_ratio else max(1, math.floor(source_height * width / source_width))
-        )
-    return (scaled_width, scaled_height), (width // 2 - scaled_width // 2, height // 2 - scaled_height // 2)
-
-
-def fit_to_size(values: np.ndarray, target_size: tuple[int, int], resize_mode: int = 0) -> np.ndarray:
-    """Resize a float map (depth or mask) to `target_size` (width, height) as A1111 resizes images.
-
-    Scaling is Lanczos in float32 (the filter A1111 uses for gray images), clipped to the
-    source's own value range so ringing cannot leave it. Borders of "Resize and fill" repeat the
-    edge rows/columns, as A1111 does for the image (A1111 can leave one black line when the
-    border is odd; we fill it too).
-    """
-    values = np.asarray(values, dtype=np.float32)
-    height, width = values.shape
-    if (width, height) == tuple(target_size):
-        return values.copy()
-    (scaled_width, scaled_height), (left, top) = resize_geometry((width, height), target_size, resize_mode)
-    scaled = values
-    if (scaled_width, scaled_height) != (width, height):
-        resampled = Image.fromarray(values, mode="F").resize(
-            (scaled_width, scaled_height), Image.Resampling.LANCZOS
-        )
-        scaled = np.clip(np.asarray(resampled, dtype=np.float32), values.min(), values.max())
-    target_width, target_height = target_size
-    rows = _place(scaled, top, target_height, axis=0)
-    return np.ascontiguousarray(_place(rows, left, target_width, axis=1), dtype=np.float32)
-
-
-def _place(values: np.ndarray, offset: int, length: int, axis: int) -> np.ndarray:
-    """Crop (offset < 0) or edge-pad (offset > 0) one axis so it starts at `offset` and is `length` long."""
-    if offset <= 0:
-        return np.take(values, range(-offset, -offset + length), axis=axis)
-    padding = [(0, 0), (0, 0)]
-    padding[axis] = (offset, length - offset - values.shape[axis])
-    return np.pad(values, padding, mode="edge")
 
 
 # -- images ----------------------------------------------------------------------------------------

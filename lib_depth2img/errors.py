@@ -20,3 +20,7 @@ class WeightsError(Depth2imgError):
 
 class SettingsError(Depth2imgError):
     """A setting outside its allowed range or of the wrong type."""
+
+
+class Interrupted(Depth2imgError):
+    """The user stopped the work (A1111's Interrupt) before it finished."""

@@ -20,7 +20,7 @@ class Depth2imgScript(scripts.Script):
         return script_impl.build_ui(self, is_img2img)
 
     def after_component(self, component, **kwargs):
-        script_impl.capture_init_image(self, component)
+        script_impl.capture_component(self, component)
 
     def before_process(self, p, *args):
         script_impl.before_process(p, args)

@@ -72,14 +72,16 @@ class CountingEstimator:
     def __init__(self) -> None:
         self.calls = 0
         self.net_sizes: list[int | None] = []
+        self.images: list[Image.Image] = []
 
-    def estimate(self, image: Image.Image, net_size: int | None = None) -> np.ndarray:
+    def checked_net_size(self, net_size: int | None) -> int:
+        return net_size or self.net_size
+
+    def estimate(self, image: Image.Image, net_size: int | None = None, progress=None) -> np.ndarray:
         self.calls += 1
         self.net_sizes.append(net_size)
+        self.images.append(image)
         return np.asarray(image.convert("RGB"), dtype=np.float32).mean(axis=2) * 10.0
-
-    def estimate_batch(self, images: list[Image.Image], net_size: int | None = None) -> list[np.ndarray]:
-        return [self.estimate(image, net_size) for image in images]
 
 
 @pytest.fixture

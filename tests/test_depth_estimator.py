@@ -81,9 +81,46 @@ def test_net_size_can_be_overridden_and_is_checked(estimator):
     assert batches == [
         (64, 128)
     ]  # scale 128/160 = 0.8 is closer to 1 than 128/96: width 128, height 76.8 -> 64
-    for bad in (0, 31, 64.0, True, "384"):
+    for bad in (31, 64.0, True, "384"):
         with pytest.raises(SettingsError, match="net size"):
             estimator.estimate(photo(), net_size=bad)
+    assert estimator.checked_net_size(0) == estimator.checked_net_size(None) == estimator.net_size
+
+
+def test_each_estimator_bounds_its_resolution_with_a_clear_message(estimator):
+    limit = estimator.spec.max_net_size
+    assert estimator.checked_net_size(limit) == limit
+    with pytest.raises(SettingsError, match=f"dpt_hybrid estimator runs at up to {limit} px .* got an estimator "
+                                            f"resolution of {limit + 32}"):
+        estimator.estimate(photo(), net_size=limit + 32)
+
+
+def test_progress_is_reported_per_transformer_block_and_can_stop_the_estimate(estimator):
+    reports = []
+    estimator.estimate(photo(), progress=lambda done, total: reports.append((done, total)))
+    blocks = len(estimator.model.pretrained.model.blocks)
+    assert reports == [(done, blocks) for done in range(1, blocks + 1)]
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        estimator.estimate(photo(), progress=stop)
+    assert estimator.estimate(photo()).shape == (48, 80)  # no hook left behind
+
+
+def test_a_photo_far_larger_than_the_network_is_shrunk_without_aliasing(estimator):
+    """A fine stripe pattern (2 px period) averages to flat gray once filtered; a bare bicubic
+    shrink by 10x would sample it into strong false stripes."""
+    stripes = np.zeros((480, 800, 3), np.uint8)
+    stripes[:, ::2] = 255
+    inputs = []
+    estimator.model.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    estimator.estimate(Image.fromarray(stripes))
+    assert float(inputs[0].std()) < 0.05
 
 
 def test_mixed_image_modes(estimator):

@@ -11,6 +11,7 @@ from lib_depth2img.depth_cache import DepthCache
 from lib_depth2img.depth_source import DepthOrigin, depth_for_image, depth_for_images, estimate_raw_depths
 from lib_depth2img.depthmap import sequence_range
 from lib_depth2img.errors import SettingsError
+from lib_depth2img.geometry import Geometry, fit_image
 
 SETTINGS = Depth2imgArgs(enabled=True)
 
@@ -76,12 +77,24 @@ def test_rgba_and_gray_init_images_are_estimated_as_rgb(counting_estimator):
     )
 
 
-def test_size_and_resize_mode_fit_the_estimate_to_the_frame(gradient_image, counting_estimator):
-    result = depth_for_image(
-        gradient_image, SETTINGS, lambda: counting_estimator, size=(32, 32), resize_mode=1
-    )
+def test_depth_is_estimated_on_the_pixels_the_model_sees(gradient_image, counting_estimator):
+    geometry = Geometry(32, 32, 1)
+    result = depth_for_image(gradient_image, SETTINGS, lambda: counting_estimator, geometry=geometry)
     assert result.depth.shape == (32, 32)
-    assert result.depth[:, 0].mean() > 0.05  # the far left edge was cropped away
+    assert counting_estimator.images[-1].tobytes() == fit_image(gradient_image, geometry).tobytes()
+    assert result.depth[:, 0].min() == 0.0 and result.depth[:, -1].max() == 1.0  # normalised after the crop
+
+
+def test_a_host_gives_its_own_pixels(gradient_image, counting_estimator):
+    seen = []
+
+    def host_fit(image, geometry):
+        seen.append(geometry)
+        return image.resize(geometry.size)
+
+    geometry = Geometry(40, 24, 2)
+    depth_for_image(gradient_image, SETTINGS, lambda: counting_estimator, geometry=geometry, fit=host_fit)
+    assert seen == [geometry] and counting_estimator.images[-1].size == (40, 24)
 
 
 def test_own_map_is_used_without_loading_the_estimator(gradient_image, save_image):
@@ -101,18 +114,18 @@ def test_own_map_gets_the_adjustments(gradient_image):
 def test_own_map_without_init_image_keeps_its_size_or_takes_the_given_one():
     own = Image.new("L", (30, 20), 200)
     assert depth_for_image(None, Depth2imgArgs(depth_image=own), None).depth.shape == (20, 30)
-    sized = depth_for_images([None, None], Depth2imgArgs(depth_image=own), None, size=(64, 48))
+    sized = depth_for_images([None, None], Depth2imgArgs(depth_image=own), None, geometry=Geometry(64, 48))
     assert sized[0].depth.shape == (48, 64) and sized[1].depth is sized[0].depth
 
 
 def test_own_map_follows_the_resize_mode_like_the_init_image():
     own = np.zeros((20, 40), np.uint8)
     own[:, 25:] = 255  # a near object covering the right 15 of 40 columns
-    square = Image.new("RGB", (20, 20))
-    cropped = depth_for_image(square, Depth2imgArgs(depth_image=own), None, resize_mode=1).depth
+    photo = Image.new("RGB", (80, 40))  # the map describes the photo, at half its resolution
+    cropped = depth_for_image(photo, Depth2imgArgs(depth_image=own), None, geometry=Geometry(20, 20, 1)).depth
     assert cropped.shape == (20, 20)
     assert (cropped[:, 15:] == 1.0).all() and (cropped[:, :15] == 0.0).all()  # columns 10..29 kept
-    stretched = depth_for_image(square, Depth2imgArgs(depth_image=own), None, resize_mode=0).depth
+    stretched = depth_for_image(photo, Depth2imgArgs(depth_image=own), None, geometry=Geometry(20, 20, 0)).depth
     assert stretched[:, 14].mean() > 0.9 and stretched[:, 11].mean() < 0.1  # 25/40 of the width
 
 

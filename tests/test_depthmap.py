@@ -1,4 +1,4 @@
-"""Depth-map maths: normalisation, adjustments, A1111's resize geometry, preview files, conditioning."""
+"""Depth-map maths: normalisation, adjustments, preview files, conditioning."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from lib_depth2img.depthmap import (
     depth_conditioning,
     depth_to_16bit,
     depth_to_preview,
-    fit_to_size,
     gaussian_blur,
     normalize_depth,
-    resize_geometry,
     sequence_range,
 )
 from lib_depth2img.errors import SettingsError
@@ -111,69 +109,6 @@ def test_blur_radius_is_the_standard_deviation_in_pixels():
     dot[20, 20] = 1.0
     profile = gaussian_blur(dot, 4.0)[20]
     np.testing.assert_allclose(profile[24] / profile[20], np.exp(-0.5), rtol=1e-3)  # one sigma away
-
-
-# -- resize geometry -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "mode, source, target, expected",
-    [
-        (0, (40, 30), (64, 64), ((64, 64), (0, 0))),
-        (3, (40, 30), (64, 64), ((64, 64), (0, 0))),
-        # crop: scale so the frame is covered (ceil), centre, cut the excess
-        (1, (40, 30), (64, 64), ((86, 64), (-11, 0))),
-        (1, (30, 40), (64, 64), ((64, 86), (0, -11))),
-        # fill: scale so the image fits (floor), centre, fill the borders
-        (2, (40, 30), (64, 64), ((64, 48), (0, 8))),
-        (2, (30, 40), (64, 64), ((48, 64), (8, 0))),
-        (2, (1000, 1), (64, 64), ((64, 1), (0, 32))),  # never scaled below one pixel
-    ],
-)
-def test_resize_geometry_follows_a1111(mode, source, target, expected):
-    assert resize_geometry(source, target, mode) == expected
-
-
-def test_unknown_resize_mode_lists_the_known_ones():
-    with pytest.raises(SettingsError, match=r"unknown resize mode 7; use one of 0 \(Just resize\)"):
-        resize_geometry((10, 10), (20, 20), 7)
-
-
-def test_just_resize_stretches():
-    stretched = fit_to_size(np.tile(RAMP, (5, 1)), (22, 10), 0)
-    assert stretched.shape == (10, 22)
-    assert stretched[:, 0].max() < 0.05 and stretched[:, -1].min() > 0.95
-
-
-def test_crop_and_resize_keeps_the_middle():
-    wide = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (20, 1))  # 40 x 20, ramp left to right
-    square = fit_to_size(wide, (20, 20), 1)
-    assert square.shape == (20, 20)
-    assert square[:, 0].mean() == pytest.approx(0.25, abs=0.03)  # the left quarter was cut off
-    assert square[:, -1].mean() == pytest.approx(0.75, abs=0.03)
-
-
-def test_resize_and_fill_repeats_the_edges_instead_of_black():
-    wide = np.full((20, 40), 0.5, np.float32)
-    wide[0], wide[-1] = 0.9, 0.7  # distinctive top and bottom rows
-    square = fit_to_size(wide, (40, 41), 2)  # 41: an odd border, where A1111 leaves a black line
-    assert square.shape == (41, 40)
-    assert square.min() > 0.4  # nothing black
-    np.testing.assert_allclose(square[:10], 0.9, atol=1e-6)
-    np.testing.assert_allclose(square[-10:], 0.7, atol=1e-6)
-
-
-def test_resizing_never_leaves_the_source_value_range():
-    spikes = np.zeros((16, 16), np.float32)
-    spikes[::2, ::2] = 1.0
-    for mode in (0, 1, 2):
-        resized = fit_to_size(spikes, (37, 23), mode)
-        assert resized.min() >= 0.0 and resized.max() <= 1.0
-
-
-def test_same_size_is_returned_unchanged():
-    depth = np.random.default_rng(0).random((8, 6), dtype=np.float32)
-    np.testing.assert_array_equal(fit_to_size(depth, (6, 8), 1), depth)
 
 
 # -- preview images ------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from PIL import Image
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.depth_cache import DepthCache
 from lib_depth2img.depth_source import DepthResult, depth_for_image
-from lib_depth2img.ui.panel import NO_CHECKPOINT_MESSAGE, HostWidgets, build_panel
+from lib_depth2img.geometry import Geometry, GeometryRequest
+from lib_depth2img.ui.panel import NO_CHECKPOINT_MESSAGE, HostWidgets, PreviewSource, build_panel, wire_preview
 
 JS_FILE = Path(__file__).resolve().parent.parent / "javascript" / "depth2img.js"
 CHECKPOINT_TITLE = "512-depth-ema.safetensors [ece79d931a]"
@@ -34,6 +35,7 @@ class StandInServices:
         self.checkpoints = list(checkpoints)
         self.cache = DepthCache()
         self.install_formats: list[str] = []
+        self.requests: list[tuple[GeometryRequest | None, str | None]] = []
 
     def depth_checkpoint_titles(self) -> list[str]:
         return list(self.checkpoints)
@@ -41,8 +43,11 @@ class StandInServices:
     def estimator_choices(self) -> list[str]:
         return ["embedded", "dpt_hybrid-midas-501f0c75.pt"]
 
-    def estimate_depth(self, image: Image.Image | None, args: Depth2imgArgs) -> DepthResult:
-        return depth_for_image(image, args, lambda: self.estimator, self.cache)
+    def estimate_depth(self, image: Image.Image | None, args: Depth2imgArgs, geometry: GeometryRequest | None = None,
+                       task_id: str | None = None) -> DepthResult:
+        self.requests.append((geometry, task_id))
+        frame = None if geometry is None else Geometry(*geometry.size_for(image), geometry.resize_mode)
+        return depth_for_image(image, args, lambda: self.estimator, self.cache, geometry=frame)
 
     def install_depth_model(self, fmt: str = "safetensors", progress: Any = None) -> str:
         if progress is not None:
@@ -78,8 +83,10 @@ class InputAccordion(gr.Checkbox):
         return "checkbox"
 
 
-def build(tab: str = "img2img", services: Any = None, **options: Any):
-    """(demo, panel, source images) built like A1111 builds img2img: sources first, then the script."""
+def build(tab: str = "img2img", services: Any = None, *, fields: dict[str, Any] | None = None,
+          read: Any = None, **options: Any):
+    """(demo, panel, source images) built like A1111 builds img2img: sources first, then the script,
+    then the preview wired to the sources (and to `fields` read by `read`, when given)."""
     with gr.Blocks() as demo:
         sources = []
         if tab == "img2img":
@@ -87,8 +94,9 @@ def build(tab: str = "img2img", services: Any = None, **options: Any):
                 for index in range(A1111_SOURCE_COUNT):
                     with gr.Tab(f"source {index}"):
                         sources.append(gr.Image(type="pil"))
-            options = {"image_sources": sources, "source_tabs": "mode_img2img", **options}
         panel = build_panel(tab, services or StandInServices(None), **options)
+        tabs = ["mode_img2img"] if sources else []
+        wire_preview(panel, PreviewSource(sources, tabs, fields or {}, read))
     return demo, panel, sources
 
 
@@ -230,14 +238,14 @@ def test_preview_shows_8_bit_map_offers_16_bit_png_and_fills_the_cache(services,
     preview = handler(demo, panel.preview_button)
     sources = [gradient_image, None, None, None, None]
 
-    shown, png_path, status = preview(0, *sources, *values(panel))
+    shown, png_path, status = preview("", 0, *sources, *values(panel))
     assert shown.mode == "L" and shown.size == gradient_image.size
     assert np.asarray(shown)[0, 0] == 0 and np.asarray(shown)[0, -1] == 255  # dark = far, bright = near
     with Image.open(png_path) as sixteen:
         assert sixteen.mode in ("I;16", "I") and np.asarray(sixteen).max() == 65535
     assert "estimated by the embedded estimator, 64 x 48" in status and "error" not in status
 
-    _, _, again = preview(0, *sources, *values(panel))
+    _, _, again = preview("", 0, *sources, *values(panel))
     assert "from the cache" in again and services.estimator.calls == 1
 
 
@@ -246,7 +254,7 @@ def test_preview_takes_the_active_tab_and_the_image_of_a_sketch_value(services, 
     preview = handler(demo, panel.preview_button)
     flipped = gradient_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("RGBA")
     inpaint = {"image": flipped, "mask": Image.new("RGB", flipped.size)}
-    shown, _, _ = preview(2, gradient_image, None, inpaint, None, None, *values(panel))
+    shown, _, _ = preview("", 2, gradient_image, None, inpaint, None, None, *values(panel))
     assert np.asarray(shown)[0, 0] == 255  # the flipped inpaint image, not the img2img one
 
 
@@ -259,7 +267,8 @@ def test_preview_takes_the_active_tab_and_the_image_of_a_sketch_value(services, 
 def test_preview_without_an_image_says_what_to_do(services, tab, active, expected):
     demo, panel, sources = build(tab, services=services)
     preview = handler(demo, panel.preview_button)
-    shown, png_path, status = preview(active, *[None] * len(sources), *values(panel))
+    tab_numbers = [active] if sources else []
+    shown, png_path, status = preview("", *tab_numbers, *[None] * len(sources), *values(panel))
     assert (shown, png_path) == (None, None)
     assert expected in status and "depth2img-status-error" in status
 
@@ -267,7 +276,7 @@ def test_preview_without_an_image_says_what_to_do(services, tab, active, expecte
 def test_preview_in_txt2img_shows_your_own_depth_map(services):
     demo, panel, _ = build("txt2img", services=services)
     own = Image.fromarray(np.tile(np.arange(32, dtype=np.uint8) * 8, (16, 1)))
-    shown, _, status = handler(demo, panel.preview_button)(0, *values(panel, depth_image=own))
+    shown, _, status = handler(demo, panel.preview_button)("", *values(panel, depth_image=own))
     assert shown.size == (32, 16) and "your depth map, 32 x 16" in status
     assert services.estimator.calls == 0
 
@@ -276,7 +285,7 @@ def test_preview_of_an_undecodable_depth_map_names_the_problem(services, gradien
     demo, panel, _ = build(services=services)
     broken = panel.controls["depth_image"].preprocess("data:image/png;base64," + "A" * 100)
     shown, _, status = handler(demo, panel.preview_button)(
-        0, gradient_image, None, None, None, None, *values(panel, depth_image=broken)
+        "", 0, gradient_image, None, None, None, None, *values(panel, depth_image=broken)
     )
     assert shown is None and "your depth map" in status and "not an image" in status
 
@@ -284,41 +293,60 @@ def test_preview_of_an_undecodable_depth_map_names_the_problem(services, gradien
 def test_preview_of_a_flat_map_warns_that_it_holds_no_depth(services):
     demo, panel, _ = build("txt2img", services=services)
     flat = Image.new("L", (16, 16), 128)
-    shown, _, status = handler(demo, panel.preview_button)(0, *values(panel, depth_image=flat))
+    shown, _, status = handler(demo, panel.preview_button)("", *values(panel, depth_image=flat))
     assert shown is not None and "flat" in status and "depth2img-status-error" in status
 
 
 def test_preview_with_contradicting_settings_says_which(services, gradient_image):
     demo, panel, _ = build(services=services)
     shown, _, status = handler(demo, panel.preview_button)(
-        0, gradient_image, None, None, None, None, *values(panel, far_clip=0.8, near_clip=0.2)
+        "", 0, gradient_image, None, None, None, None, *values(panel, far_clip=0.8, near_clip=0.2)
     )
     assert shown is None and "far clip (0.8) must be below near clip (0.2)" in status_text(status)
 
 
 def test_a_bug_in_the_preview_is_logged_and_reported_without_breaking_the_page(services, gradient_image, caplog):
-    def broken_estimate(image, args):
+    def broken_estimate(image, args, geometry=None, task_id=None):
         raise RuntimeError("CUDA out of memory")
 
     services.estimate_depth = broken_estimate
     demo, panel, _ = build(services=services)
     with caplog.at_level(logging.ERROR):
         shown, _, status = handler(demo, panel.preview_button)(
-            0, gradient_image, None, None, None, None, *values(panel)
+            "", 0, gradient_image, None, None, None, None, *values(panel)
         )
     assert shown is None and "RuntimeError: CUDA out of memory" in status
     assert any(record.exc_info for record in caplog.records)
 
 
-def test_preview_asks_the_browser_for_the_active_tab_only_where_there_are_tabs():
+def test_preview_asks_the_browser_for_the_selected_tabs_and_a_task_id():
     img2img_demo, _, _ = build("img2img")
     txt2img_demo, _, _ = build("txt2img")
     preview_js = [dependency["js"] for dependency in img2img_demo.config["dependencies"] if dependency["js"]]
-    assert preview_js == [f'(...args) => depth2imgPreviewInputs("mode_img2img", 5, {1 + 5 + 13}, args)']
-    assert not any(dependency["js"] for dependency in txt2img_demo.config["dependencies"])
+    assert preview_js == ['(...args) => depth2imgPreviewInputs(["mode_img2img"], 5, '
+                          f'{1 + 1 + 5 + 13}, "depth2img_img2img_preview_image", "img2img", args)']
+    txt2img_js = [dependency["js"] for dependency in txt2img_demo.config["dependencies"] if dependency["js"]]
+    assert txt2img_js == ['(...args) => depth2imgPreviewInputs([], 0, 14, "depth2img_txt2img_preview_image", '
+                          '"txt2img", args)']
 
 
-# -- refresh and install -------------------------------------------------------------------------
+def test_preview_reads_the_geometry_of_the_job_and_passes_the_task_id(services, gradient_image):
+    """The host's fields (here width, height, resize mode) become the job's geometry: the map is
+    the job's, at the generation size."""
+    with gr.Blocks():
+        fields = {"width": gr.Number(), "height": gr.Number(), "resize_mode": gr.Number()}
+
+    def read(selected, images, values):
+        return images[selected[0]], GeometryRequest(int(values["width"]), int(values["height"]),
+                                                    int(values["resize_mode"]))
+
+    demo, panel, sources = build(services=services, fields=fields, read=read)
+    preview = handler(demo, panel.preview_button)
+    shown, _, status = preview("task(abc)", 0, gradient_image, None, None, None, None, 32, 40, 1, *values(panel))
+    assert shown.size == (32, 40) and "32 x 40" in status
+    geometry, task_id = services.requests[-1]
+    assert (geometry.width, geometry.height, geometry.resize_mode, task_id) == (32, 40, 1, "task(abc)")
+
 
 def test_refresh_finds_new_checkpoints_and_hides_the_install_button():
     services = StandInServices(None, checkpoints=())
@@ -374,8 +402,8 @@ global.MutationObserver = class { observe() {} };
 vm.runInThisContext(require("fs").readFileSync(process.argv[1], "utf8"));
 depth2imgApplyHints();
 console.log(JSON.stringify({
-    img2img: depth2imgPreviewInputs("mode_img2img", 3, 5, [0, "a", "b", "c", "x", "output1", "output2"]),
-    noTabs: depth2imgPreviewInputs("missing_tabs", 2, 4, [7, "a", "b", "x", "output"]),
+    img2img: depth2imgPreviewInputs(["mode_img2img"], 3, 6, "p", "img2img", ["", 0, "a", "b", "c", "x", "o1", "o2"]),
+    noTabs: depth2imgPreviewInputs(["missing_tabs"], 2, 5, "p", "img2img", ["", 7, "a", "b", "x", "output"]),
     title: titled.title,
 }));
 """
@@ -386,7 +414,7 @@ def test_browser_side_sends_only_the_active_image_and_sets_hints():
     run = subprocess.run(["node", "-e", NODE_HARNESS, str(JS_FILE)], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {
-        "img2img": [2, None, None, "c", "x"],
-        "noTabs": [0, "a", None, "x"],
+        "img2img": ["", 2, None, None, "c", "x"],
+        "noTabs": ["", 0, "a", None, "x"],
         "title": "hint",
     }

@@ -204,7 +204,7 @@ def test_one_depth_range_for_a_sequence(pipe):
     frames = [noise_image(10), noise_image(11)]
     settings = Depth2imgArgs(enabled=True, net_size=64)
     raws = [pipe.estimators["embedded"].estimate(frame, net_size=64) for frame in frames]
-    low, high = pipe.depth_range(frames, settings)
+    low, high = pipe.depth_range(request(frame, depth=settings) for frame in frames)
     assert (low, high) == (min(float(r.min()) for r in raws), max(float(r.max()) for r in raws))
     per_image = pipe(request(frames[1], steps=1, depth=settings)).depth
     in_sequence = pipe(request(frames[1], steps=1, depth=settings, depth_range=(low, high))).depth
@@ -230,7 +230,10 @@ def test_estimator_visits_the_device_only_to_estimate(pipe, init_image, monkeypa
             events.append(("to", str(device)))
             return self
 
-        def estimate(self, image, net_size=None):
+        def checked_net_size(self, net_size):
+            return net_size or self.net_size
+
+        def estimate(self, image, net_size=None, progress=None):
             events.append(("estimate",))
             return np.asarray(image.convert("L"), dtype=np.float32)
 

@@ -31,10 +31,10 @@ def tiny_estimator(tmp_path_factory) -> DepthEstimator:
 class ApiServices(StandInServices):
     """Like the A1111 adapter: estimating without a depth checkpoint is a `WeightsError`."""
 
-    def estimate_depth(self, image, args):
+    def estimate_depth(self, image, args, geometry=None, task_id=None):
         if not self.checkpoints and args.depth_image is None:
             raise WeightsError("No depth checkpoint found: put 512-depth-ema.safetensors in models/Stable-diffusion.")
-        return super().estimate_depth(image, args)
+        return super().estimate_depth(image, args, geometry, task_id)
 
 
 @pytest.fixture
@@ -152,3 +152,31 @@ def test_a_failed_download_is_a_502_with_the_reason(client, services):
     services.install_depth_model = offline
     answer = client.post("/depth2img/v1/install")
     assert answer.status_code == 502 and "host name not found" in answer.json()["detail"]
+
+
+def test_geometry_fields_give_the_map_of_that_img2img_job(client, services):
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    body = {"image": b64_png(image), "width": 64, "height": 48, "resize_mode": 1}
+    answer = client.post(DEPTH, json=body)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["width"], answer.json()["height"]) == (64, 48)
+    geometry, _ = services.requests[-1]
+    assert (geometry.width, geometry.height, geometry.resize_mode, geometry.mask) == (64, 48, 1, None)
+    mask = b64_png(Image.new("L", (40, 30), 255))
+    answer = client.post(DEPTH, json={**body, "mask": mask, "inpaint_full_res": True, "inpaint_full_res_padding": 4,
+                                       "mask_blur": 0, "inpainting_mask_invert": True})
+    geometry, _ = services.requests[-1]
+    assert answer.status_code == 200 and geometry.mask.size == (40, 30) and geometry.inpaint_full_res
+    assert (geometry.inpaint_full_res_padding, geometry.mask_blur, geometry.inpainting_mask_invert) == (4, 0, True)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"width": 64}, "give both 'width' and 'height'"),
+     ({"inpaint_full_res": True}, "need the job's 'width' and 'height'"),
+     ({"width": 64, "height": 64, "inpaint_full_res": True}, "needs the inpaint 'mask'")],
+)
+def test_incomplete_geometry_is_a_422_that_says_what_is_missing(client, fields, message):
+    image = b64_png(Image.new("RGB", (16, 16)))
+    answer = client.post(DEPTH, json={"image": image, **fields})
+    assert answer.status_code == 422 and message in answer.json()["detail"]

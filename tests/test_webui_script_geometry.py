@@ -14,7 +14,8 @@ from PIL import Image
 from webui_stub import harness
 from webui_stub.harness import gradient
 
-from lib_depth2img.depthmap import depth_conditioning, fit_to_size
+from lib_depth2img.depthmap import depth_conditioning, normalize_depth
+from lib_depth2img.geometry import Geometry, fit_map
 from lib_depth2img.errors import ImageError, SettingsError
 from lib_depth2img.webui import depth_service
 
@@ -29,7 +30,7 @@ def brightness_depth(started, counting_estimator, monkeypatch):
 
 
 def conditioning_of(depth: np.ndarray, latent_size: tuple[int, int]) -> torch.Tensor:
-    return depth_conditioning([depth], latent_size)[0, 0]
+    return depth_conditioning([normalize_depth(depth)], latent_size)[0, 0]
 
 
 def brightness(image: Image.Image) -> np.ndarray:
@@ -54,8 +55,9 @@ def test_depth_is_fitted_like_the_image_for_each_resize_mode(started, brightness
     image = scene()
     started.img2img(image, depth2img={"enabled": True}, width=64, height=64, resize_mode=resize_mode)
     fed_image = images.resize_image(resize_mode, image, 64, 64)  # what A1111 gave the model
+    assert brightness_depth.images[-1].tobytes() == fed_image.tobytes()  # MiDaS sees exactly those pixels
     expected = conditioning_of(brightness(fed_image), (8, 8))
-    assert torch.allclose(started.model.unet_calls[0][0, 0], expected, atol=0.08)
+    assert torch.allclose(started.model.unet_calls[0][0, 0], expected, atol=1e-5)
 
 
 def test_inpaint_only_masked_takes_the_depth_of_the_crop(started, brightness_depth):
@@ -78,9 +80,10 @@ def test_inpaint_only_masked_takes_the_depth_of_the_crop(started, brightness_dep
     expected = conditioning_of(brightness(fed_image), (8, 8))
     whole_image = conditioning_of(brightness(images.resize_image(0, image, 64, 64)), (8, 8))
     conditioning = started.model.unet_calls[0][0, 0]
-    assert torch.allclose(conditioning, expected, atol=0.08)
+    assert brightness_depth.images[-1].tobytes() == fed_image.tobytes()  # estimated on the crop A1111 feeds
+    assert torch.allclose(conditioning, expected, atol=1e-5)
     assert not torch.allclose(conditioning, whole_image, atol=0.3)
-    assert brightness_depth.calls == 1  # estimated on the full image (shared with a preview), then cropped
+    assert brightness_depth.calls == 1
 
 
 def test_inpaint_whole_picture_uses_the_resize_mode(started, brightness_depth):
@@ -91,10 +94,10 @@ def test_inpaint_whole_picture_uses_the_resize_mode(started, brightness_depth):
         image, mask=mask, inpaint_full_res=False, depth2img={"enabled": True}, width=64, height=64
     )
     expected = conditioning_of(brightness(images.resize_image(0, image, 64, 64)), (8, 8))
-    assert torch.allclose(started.model.unet_calls[0][0, 0], expected, atol=0.08)
+    assert torch.allclose(started.model.unet_calls[0][0, 0], expected, atol=1e-5)
 
 
-def test_own_16_bit_depth_map_of_another_size_is_fitted_by_the_resize_mode(started, brightness_depth):
+def test_own_16_bit_depth_map_of_another_size_follows_the_image_geometry(started, brightness_depth):
     levels = np.repeat(np.linspace(0, 65535, 200)[None, :], 50, axis=0).astype(np.uint16)  # 200 x 50: wide
     own = Image.fromarray(levels)
     assert own.mode in ("I;16", "I")
@@ -102,7 +105,8 @@ def test_own_16_bit_depth_map_of_another_size_is_fitted_by_the_resize_mode(start
         gradient(), depth2img={"enabled": True, "depth_image": own}, width=64, height=64, resize_mode=1
     )
 
-    expected = conditioning_of(fit_to_size(levels.astype(np.float32) / 65535, (64, 64), 1), (8, 8))
+    fitted = fit_map(levels.astype(np.float32) / 65535, Geometry(64, 64, 1), image_size=gradient().size)
+    expected = depth_conditioning([fitted], (8, 8))[0, 0]  # an own map's levels are kept, not stretched
     assert torch.allclose(started.model.unet_calls[0][0, 0], expected, atol=1e-4)
     assert brightness_depth.calls == 0  # an own map never loads MiDaS
 

@@ -12,6 +12,7 @@ from webui_stub import harness
 from webui_stub.harness import gradient
 
 from lib_depth2img.args import Depth2imgArgs
+from lib_depth2img.geometry import GeometryRequest
 from lib_depth2img.depth import DepthEstimator
 from lib_depth2img.errors import SettingsError, WeightsError
 from lib_depth2img.webui import depth_service
@@ -35,9 +36,9 @@ def midas_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = DepthEstimator.estimate_batch
 
-    def counting(self, images, net_size=None):
+    def counting(self, images, net_size=None, progress=None):
         calls.append(len(images))
-        return original(self, images, net_size)
+        return original(self, images, net_size, progress)
 
     monkeypatch.setattr(DepthEstimator, "estimate_batch", counting)
     return calls
@@ -147,7 +148,8 @@ def test_batch_of_two_for_two_iterations_estimates_once_and_skips_a1111s_depth_s
 
     model = started.model
     assert midas_calls == [1]  # one image, one MiDaS run for 4 outputs
-    assert model.depth_model_calls == 0 and model.vae_encodes == 1  # only the init image's own encode
+    assert model.depth_model_calls == 1  # the loaded model's own MiDaS, once: no second copy, no run per item
+    assert model.vae_encodes == 1  # only the init image's own encode
     assert len(model.unet_calls) == 2
     for conditioning in model.unet_calls:
         assert conditioning.shape == (2, 1, 8, 8) and torch.isfinite(conditioning).all()
@@ -158,7 +160,7 @@ def test_batch_of_two_for_two_iterations_estimates_once_and_skips_a1111s_depth_s
 def test_second_job_and_a_preview_reuse_the_estimate(started, midas_calls):
     image = gradient()
     args = Depth2imgArgs(enabled=True)
-    depth_service.estimate_depth(image, args)  # the panel's preview button
+    depth_service.estimate_depth(image, args, GeometryRequest(64, 64))  # the preview, with the tab's size
     started.img2img(image, depth2img={"enabled": True})
     started.img2img(image.copy(), depth2img={"enabled": True, "gamma": 2.0})
     assert midas_calls == [1]

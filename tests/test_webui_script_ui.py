@@ -29,9 +29,19 @@ def test_ui_returns_the_settings_controls_in_args_order(started):
         assert [c.value for c in script.controls] == [Depth2imgArgs.defaults()[name] for name in FIELDS]
 
 
-def test_init_image_components_are_captured_for_the_preview(started):
-    captured = started.script(True).init_image_components
-    assert list(captured) == list(started.init_image_components)
+@pytest.mark.parametrize("controls_first", [True, False])
+def test_preview_reads_every_control_of_the_tab_in_either_page_order(webui, controls_first):
+    """A1111's default page creates the size and inpaint controls before the scripts; a reordered
+    page after them: the preview is wired once both the panel and the controls exist."""
+    webui.controls_before_scripts = controls_first
+    webui.start()
+    for is_img2img, tab in ((True, "img2img"), (False, "txt2img")):
+        wiring = webui.script(is_img2img).preview_wiring
+        assert wiring.wired
+        (dependency,) = [d for d in webui.demo.config["dependencies"]
+                         if wiring.panel.preview_button._id in d["targets"]]
+        wired = {webui.demo.blocks[i].elem_id for i in dependency["inputs"]}
+        assert set(harness.A1111_CONTROLS[tab]) <= wired
 
 
 def test_ui_takes_its_defaults_from_the_settings(webui):

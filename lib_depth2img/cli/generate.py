@@ -38,7 +38,8 @@ from tqdm import tqdm
 from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..depth import ESTIMATORS, DepthEstimator
 from ..depth_cache import DepthCache
-from ..depthmap import RESIZE_MODES, depth_to_16bit
+from ..depthmap import depth_to_16bit
+from ..geometry import RESIZE_MODES
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest, resolve_seed
 from ..engine.samplers import SAMPLER_NAMES, ProgressCallback
 from ..errors import Depth2imgError, ImageError, SettingsError
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     depth_range = None
     if args.normalize == "sequence":
-        depth_range = pipe.depth_range((_load_init(job) for job in jobs), settings)
+        depth_range = pipe.depth_range(_request(args, job, settings, seed) for job in jobs)
         low, high = depth_range
         print(f"depth range for all {len(jobs)} inputs: {low:.4g} .. {high:.4g}", file=sys.stderr)
 

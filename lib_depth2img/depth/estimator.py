@@ -1,6 +1,8 @@
 """`DepthEstimator`: a loaded depth network and the one way to turn images into depth maps with it."""
 
+import contextlib
 import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,10 @@ from lib_depth2img.depth.weights import (
 from lib_depth2img.errors import SettingsError
 
 
+Progress = Callable[[int, int], None]
+"""`progress(done, total)`: transformer blocks run so far, of all the estimate needs."""
+
+
 class DepthEstimator:
     """Relative inverse depth (larger = nearer, non-negative) of PIL images, float32 at the image's size.
 
@@ -27,11 +33,21 @@ class DepthEstimator:
     `weights_id` identifies the weights, for caches keyed on them.
     """
 
-    def __init__(self, model: nn.Module, spec: EstimatorSpec, weights_id: str, *, tiny: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: EstimatorSpec,
+        weights_id: str,
+        *,
+        tiny: bool = False,
+        input_device: torch.device | None = None,
+    ) -> None:
         self.model = model
         self.spec = spec
         self.weights_id = weights_id
         self.tiny = tiny
+        self.input_device = input_device
+        """Where inputs go when a host moves the network itself (A1111's --medvram hooks); else its device."""
 
     @property
     def name(self) -> str:
@@ -44,7 +60,7 @@ class DepthEstimator:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.input_device or next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -90,18 +106,24 @@ class DepthEstimator:
         self.model.to(device)
         return self
 
-    def estimate(self, image: Image.Image, net_size: int | None = None) -> np.ndarray:
+    def estimate(
+        self, image: Image.Image, net_size: int | None = None, progress: Progress | None = None
+    ) -> np.ndarray:
         """Depth map of one image; `net_size` overrides the side the preprocessing aims for."""
-        return self.estimate_batch([image], net_size)[0]
+        return self.estimate_batch([image], net_size, progress)[0]
 
     @torch.inference_mode()
-    def estimate_batch(self, images: list[Image.Image], net_size: int | None = None) -> list[np.ndarray]:
+    def estimate_batch(
+        self, images: list[Image.Image], net_size: int | None = None, progress: Progress | None = None
+    ) -> list[np.ndarray]:
         """Depth maps of several images, in order.
 
         Identical images are estimated once (A1111 hands over copies of one init image per batch
-        item); images that reach the network at the same size run as one batch.
+        item); images that reach the network at the same size run as one batch. `progress(done,
+        total)` is called after each transformer block; an exception it raises (a host's
+        interrupt) stops the estimate.
         """
-        net_size = self._checked_net_size(net_size)
+        net_size = self.checked_net_size(net_size)
         arrays = [image_to_rgb_array(image) for image in images]
         keys = [_content_key(array) for array in arrays]
         unique = dict(zip(keys, arrays))
@@ -110,26 +132,66 @@ class DepthEstimator:
             size = net_input_size(array.shape[1], array.shape[0], net_size)
             by_input_size.setdefault(size, []).append(key)
         depth_by_key = {}
-        for group in by_input_size.values():
-            batch = torch.cat(
-                [to_network_input(unique[key], net_size, self.device, self.dtype) for key in group]
-            )
-            for key, prediction in zip(group, self.model(batch)):
-                depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2])
+        with _reporting_blocks(self.model, len(by_input_size), progress):
+            for group in by_input_size.values():
+                batch = torch.cat(
+                    [to_network_input(unique[key], net_size, self.device, self.dtype) for key in group]
+                )
+                for key, prediction in zip(group, self.model(batch)):
+                    depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2])
         results, returned = [], set()
         for key in keys:  # every caller gets its own array, also for repeated images
             results.append(depth_by_key[key].copy() if key in returned else depth_by_key[key])
             returned.add(key)
         return results
 
-    def _checked_net_size(self, net_size: int | None) -> int:
-        if net_size is None:
+    def checked_net_size(self, net_size: int | None) -> int:
+        """The side to aim for: `net_size`, or the estimator's own for None or 0; SettingsError
+        beyond what the estimator can run."""
+        if not net_size:
             return self.net_size
         if isinstance(net_size, bool) or not isinstance(net_size, int) or net_size < 32:
             raise SettingsError(
                 f"depth net size must be a whole number of pixels, 32 or more; got {net_size!r}"
             )
+        if net_size > self.spec.max_net_size:
+            raise SettingsError(
+                f"Depth2img: the {self.name} estimator runs at up to {self.spec.max_net_size} px "
+                f"(its own is {self.spec.net_size}); got an estimator resolution of {net_size}. "
+                "Choose a smaller resolution, or 0 for the estimator's own."
+            )
         return net_size
+
+
+@contextlib.contextmanager
+def _reporting_blocks(model: nn.Module, forwards: int, progress: Progress | None) -> Iterator[None]:
+    """Call `progress` after each transformer block of `model` during the next `forwards` passes."""
+    blocks = _transformer_blocks(model) if progress is not None else []
+    if not blocks:
+        yield
+        return
+    total = len(blocks) * forwards
+    done = 0
+
+    def after_block(*_: object) -> None:
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    handles = [block.register_forward_hook(after_block) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The backbone's transformer blocks (`pretrained.model.blocks`; also inside a host's wrapper)."""
+    for name, module in model.named_modules():
+        if name.endswith(("pretrained.model.blocks", "pretrained.blocks")):
+            return list(module.children())
+    return []
 
 
 def _content_key(rgb: np.ndarray) -> bytes:

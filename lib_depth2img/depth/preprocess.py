@@ -4,6 +4,10 @@ MiDaS resizes keeping the aspect ratio with its "minimal" rule: scale by whichev
 net_size/width and net_size/height is closer to 1 (the height's on a tie), then round each side to
 the nearest multiple of 32 (halves to even, as numpy rounds). Interpolation is bicubic, values
 are RGB in [0, 1] normalised with mean 0.5 and std 0.5, i.e. to [-1, 1].
+
+Jobs hand over the pixels at the generation size, a little above the network's, where this is
+MiDaS's own resize. An image more than twice the network's input on a side (a photo estimated
+at its own size) is shrunk with antialiasing, so fine texture cannot alias into the depth.
 """
 
 import numpy as np
@@ -12,6 +16,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lib_depth2img.errors import ImageError
+
+ANTIALIAS_ABOVE = 2.0
+"""Shrinking by more than this factor filters first (a bare bicubic would alias)."""
 
 SIZE_MULTIPLE = 32
 """The decoder halves the patch grid once more (stride 32); both input sides must divide by it."""
@@ -51,17 +58,20 @@ def to_network_input(
     net_width, net_height = net_input_size(width, height, net_size)
     pixels = torch.from_numpy(rgb).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255
     if (net_height, net_width) != (height, width):
-        pixels = F.interpolate(pixels, size=(net_height, net_width), mode="bicubic", align_corners=False)
+        antialias = max(height / net_height, width / net_width) > ANTIALIAS_ABOVE
+        pixels = F.interpolate(
+            pixels, size=(net_height, net_width), mode="bicubic", align_corners=False, antialias=antialias
+        )
     return ((pixels - 0.5) / 0.5).to(dtype)
 
 
 def to_depth_map(prediction: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """(h, w) network output -> (height, width) float32 numpy, upsampled bicubic.
+    """(h, w) network output (or (1, h, w)) -> (height, width) float32 numpy, upsampled bicubic.
 
     Bicubic interpolation overshoots a little at sharp edges; values below zero are clipped so the
     map stays non-negative like the network's output.
     """
-    depth = prediction.float()[None, None]
+    depth = prediction.float().reshape(1, 1, *prediction.shape[-2:])
     if depth.shape[-2:] != (height, width):
         depth = F.interpolate(depth, size=(height, width), mode="bicubic", align_corners=False)
     return depth[0, 0].clamp_min(0).cpu().numpy()

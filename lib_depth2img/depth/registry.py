@@ -30,7 +30,8 @@ class BackboneSize(Protocol):
 class EstimatorSpec:
     """One depth estimator.
 
-    `net_size` is the side its preprocessing aims for; `file_name` is the name the MiDaS release
+    `net_size` is the side its preprocessing aims for and `max_net_size` the largest it may be
+    asked for (attention memory grows with the 4th power of the side); `file_name` is the name the MiDaS release
     gives its standalone weights; `timm_model` names the timm model the backbone reproduces (timm
     >= 0.9 name); `derived_key_suffixes` end the names of tensors some files carry that the
     network recomputes instead of loading.
@@ -44,6 +45,7 @@ class EstimatorSpec:
     full: BackboneSize
     tiny: BackboneSize
     derived_key_suffixes: tuple[str, ...] = ()
+    max_net_size: int = 1024
 
     def is_tiny(self, token_width: int) -> bool | None:
         """Which size a state dict with this ViT token width is: False full, True tiny, None neither."""

@@ -36,15 +36,9 @@ from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..depth import DepthEstimator
 from ..depth_cache import DepthCache
 from ..depth_source import depth_for_image, estimate_raw_depths
-from ..depthmap import (
-    RESIZE_MODES,
-    depth_conditioning,
-    depth_to_preview,
-    fit_to_size,
-    gaussian_blur,
-    sequence_range,
-)
+from ..depthmap import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
 from ..errors import SettingsError
+from ..geometry import RESIZE_MODES, Geometry, fit_image, fit_map
 from ..images import load_image
 from ..infotext import build_infotext, model_hash
 from .model import LATENT_CHANNELS, SD2DepthModel, load_checkpoint
@@ -130,6 +124,11 @@ class GenerationRequest:
                 f"The {source} is {_wxh(self._source_size())}, which gives a {_wxh(self.size)} result; "
                 f"sides must be {MIN_SIDE} to {MAX_SIDE}. Set width and height (multiples of 8) explicitly."
             )
+
+    @property
+    def geometry(self) -> Geometry:
+        """Where the init image's pixels go: the result's size and the resize mode."""
+        return Geometry(*self.size, self.resize_mode)
 
     @property
     def is_txt2img(self) -> bool:
@@ -240,16 +239,16 @@ class Depth2ImgPipeline:
         seeds = [seed + index for index in range(request.batch_size)]
         batch = request.batch_size
 
-        depth = self._depth(request, (width, height))
+        depth = self._depth(request)
         depth_cond = depth_conditioning([depth], latent_size, device=self.device).expand(batch, -1, -1, -1)
 
         init_pixels = init_latent = mask = None
         if request.init_image is not None:
-            init_pixels = _fit_rgb(request.init_image, (width, height), request.resize_mode)
+            init_pixels = np.asarray(fit_image(request.init_image, request.geometry), dtype=np.float32) / 255
             init_latent = self.model.encode_images(_to_model_input(init_pixels, self.device))
             init_latent = init_latent.expand(batch, -1, -1, -1)
         if request.mask is not None:
-            mask = _Mask(request.mask, (width, height), request.resize_mode, request.mask_blur, self.device)
+            mask = _Mask(request.mask, request.geometry, request.mask_blur, self.device)
 
         sampler = get_sampler(request.sampler)
         sigmas = img2img_plan(self.schedule.plan(sampler.plan, request.steps), request.strength)
@@ -274,29 +273,32 @@ class Depth2ImgPipeline:
         infotexts = [self._infotext(request, item_seed, (width, height)) for item_seed in seeds]
         return GenerationResult(images, seeds, depth_to_preview(depth), infotexts, depth)
 
-    def depth_range(self, images: Iterable[Image.Image], depth: Depth2imgArgs) -> tuple[float, float]:
-        """One (lo, hi) over the raw depth estimates of all `images`, for `GenerationRequest.depth_range`.
+    def depth_range(self, requests: Iterable[GenerationRequest]) -> tuple[float, float]:
+        """One (lo, hi) over the raw depth estimates of all `requests`' init images, for their
+        `depth_range`.
 
         For the frames of a video: normalising every frame by the same range keeps a gray level
         at the same distance in every frame, where per-frame min..max makes the depth flicker.
-        The range is the min and max over all frames (`depthmap.sequence_range`). Images are
-        consumed one at a time; their estimates go to the cache, so generating reuses them.
+        The range is the min and max over all frames (`depthmap.sequence_range`). Requests are
+        consumed one at a time; their estimates (at each request's geometry) go to the cache, so
+        generating reuses them.
         """
         with self.estimator_visit() as load:
-            estimator = load(depth.estimator)
-            net_size = depth.net_size or None
-            raws = (
-                estimate_raw_depths([image], estimator, net_size=net_size, cache=self.cache)[0][0]
-                for image in images
-            )
-            return sequence_range(raws)
 
-    def _depth(self, request: GenerationRequest, size: tuple[int, int]) -> np.ndarray:
-        """The adjusted depth map at the result's size (estimated only when there is no own map)."""
+            def raw(request: GenerationRequest) -> np.ndarray:
+                estimator = load(request.depth.estimator)
+                pixels = fit_image(request.init_image, request.geometry)
+                return estimate_raw_depths([pixels], estimator, net_size=request.depth.net_size or None,
+                                           cache=self.cache)[0][0]
+
+            return sequence_range(raw(request) for request in requests)
+
+    def _depth(self, request: GenerationRequest) -> np.ndarray:
+        """The adjusted depth map at the result's geometry (estimated only when there is no own map)."""
         with self.estimator_visit() as load:
             return depth_for_image(
                 request.init_image, request.depth, lambda: load(request.depth.estimator), self.cache,
-                size=size, resize_mode=request.resize_mode, normalize_range=request.depth_range,
+                geometry=request.geometry, normalize_range=request.depth_range,
             ).depth
 
     @contextlib.contextmanager
@@ -402,16 +404,15 @@ class _Mask:
     `mask_for_overlay`), so the original is pasted back only where the mask is below half.
     """
 
-    def __init__(
-        self, image: Image.Image, size: tuple[int, int], resize_mode: int, blur: int, device: torch.device
-    ) -> None:
+    def __init__(self, image: Image.Image, geometry: Geometry, blur: int, device: torch.device) -> None:
         if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
             values = (np.asarray(image.getchannel("A"), dtype=np.float32) > 128).astype(np.float32)
         else:
             values = np.asarray(image.convert("L"), dtype=np.float32) / 255
         if blur > 0:
             values = gaussian_blur(values, blur)
-        values = fit_to_size(values, size, resize_mode)
+        values = fit_map(values, geometry)
+        size = geometry.size
         self.overlay = Image.fromarray(_to_uint8(np.clip(values * 2, 0, 1)), mode="L")
         latent_size = (size[0] // LATENT_FACTOR, size[1] // LATENT_FACTOR)
         reduced = Image.fromarray(values, mode="F").resize(latent_size, Image.Resampling.BICUBIC)
@@ -422,15 +423,6 @@ class _Mask:
 def resolve_seed(seed: int) -> int:
     """-1 means a random seed, drawn as A1111 does; any other seed is kept."""
     return int(random.randrange(MAX_SEED)) if seed == -1 else int(seed)
-
-
-def _fit_rgb(image: Image.Image, size: tuple[int, int], resize_mode: int) -> np.ndarray:
-    """The init image as float32 H x W x 3 in [0, 1] at `size`; transparency flattened on white (A1111)."""
-    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
-    return np.stack([fit_to_size(rgb[..., channel], size, resize_mode) for channel in range(3)], axis=-1)
 
 
 def _to_model_input(pixels: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -19,6 +19,7 @@ from PIL import Image
 from ..args import Depth2imgArgs
 from ..depth_source import DepthResult
 from ..depthmap import depth_to_16bit, depth_to_preview
+from ..geometry import GeometryRequest
 
 InstallProgress = Callable[[int, "int | None"], None]
 """Called with (bytes done, total bytes or None) while the depth model downloads."""
@@ -37,9 +38,17 @@ class DepthServices(Protocol):
     def estimator_choices(self) -> list[str]:
         """"embedded" (the depth checkpoint's own MiDaS) and the other estimator weights found."""
 
-    def estimate_depth(self, image: Image.Image | None, args: Depth2imgArgs) -> DepthResult:
-        """The adjusted depth map of `image` (None: the user's own map alone), through the cache
-        that generation uses, so that a preview makes the next job's depth step free."""
+    def estimate_depth(
+        self,
+        image: Image.Image | None,
+        args: Depth2imgArgs,
+        geometry: GeometryRequest | None = None,
+        task_id: str | None = None,
+    ) -> DepthResult:
+        """The adjusted depth map a job with `geometry` would use for `image` (None: the user's own
+        map alone; no geometry: at the image's own size), through the cache that generation uses,
+        so that a preview makes the next job's depth step free. `task_id`: the host's id for its
+        progress display, if it has one."""
 
     def install_depth_model(self, fmt: str = "safetensors", progress: InstallProgress | None = None) -> str:
         """Download the depth checkpoint where the host looks for it; returns where it was put."""

@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ import gradio as gr
 
 from ..args import Depth2imgArgs
 from ..cli.generate import REQUEST_DEFAULTS
-from ..depthmap import RESIZE_MODES, depth_to_16bit
+from ..depthmap import depth_to_16bit
+from ..geometry import RESIZE_MODES, GeometryRequest
 from ..engine.pipeline import (
     MAX_BATCH,
     MAX_CFG_SCALE,
@@ -46,7 +47,7 @@ from ..errors import Depth2imgError
 from ..images import load_image, make_output_folder, save_atomically
 from ..infotext import png_info
 from .engine_services import EngineServices, load_init_image
-from .panel import DepthPanel, HostWidgets, build_panel, keep_undecodable_uploads
+from .panel import DepthPanel, HostWidgets, PreviewSource, build_panel, keep_undecodable_uploads, wire_preview
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def build_app(services: EngineServices, outputs_dir: Path) -> DepthApp:
                     init_image = _upload("Init image", "depth2img_app_init_image")
                     mask = _upload("Inpaint mask (optional, white = repaint)", "depth2img_app_mask")
                 panel = build_panel(
-                    PANEL_TAB, services, image_sources=[init_image],
+                    PANEL_TAB, services,
                     widgets=HostWidgets(input_accordion=_always_enabled_accordion), show_depth_folder=False,
                 )
             with gr.Column(scale=2):
@@ -167,6 +168,8 @@ def build_app(services: EngineServices, outputs_dir: Path) -> DepthApp:
                     label="Generation parameters", lines=3, interactive=False, show_copy_button=True,
                     elem_id="depth2img_app_infotext",
                 )
+        geometry_fields = {name: job_controls[name] for name in ("width", "height", "resize_mode")}
+        wire_preview(panel, PreviewSource([init_image], fields=geometry_fields, read=_preview_geometry))
         titles = services.depth_checkpoint_titles()
         if titles:  # show which checkpoint an empty choice means
             panel.controls["checkpoint"].value = titles[0]
@@ -192,6 +195,16 @@ def build_app(services: EngineServices, outputs_dir: Path) -> DepthApp:
     return DepthApp(
         blocks, panel, runner, init_image, mask, job_controls, generate_button, stop_button, gallery,
         status, infotext, notice,
+    )
+
+
+def _preview_geometry(
+    selected: Sequence[int], images: Sequence[Any], fields: Mapping[str, Any]
+) -> tuple[Any, GeometryRequest]:
+    """The init image and the size and resize mode Generate will use (0: from the image)."""
+    return images[0], GeometryRequest(
+        width=int(fields["width"] or _FROM_IMAGE), height=int(fields["height"] or _FROM_IMAGE),
+        resize_mode=int(fields["resize_mode"] or 0),
     )
 
 

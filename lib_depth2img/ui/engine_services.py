@@ -25,8 +25,9 @@ from ..checkpoints import find_depth_checkpoints
 from ..depth_cache import DepthCache
 from ..depth_source import DepthResult, depth_for_image
 from ..engine import write_demo_checkpoint
-from ..engine.pipeline import Depth2ImgPipeline
+from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest
 from ..errors import SettingsError, WeightsError
+from ..geometry import GeometryRequest
 from ..images import load_image
 from ..model_download import download_depth_model
 from . import InstallProgress
@@ -89,10 +90,26 @@ class EngineServices:
         """Only the checkpoint's own MiDaS: the app loads no other estimator weights."""
         return [EMBEDDED_ESTIMATOR]
 
-    def estimate_depth(self, image: Image.Image | None, args: Depth2imgArgs) -> DepthResult:
-        """The preview's depth map, through the cache and estimator that generation uses; your own
-        depth map alone needs no checkpoint at all."""
+    def estimate_depth(
+        self,
+        image: Image.Image | None,
+        args: Depth2imgArgs,
+        geometry: GeometryRequest | None = None,
+        task_id: str | None = None,
+    ) -> DepthResult:
+        """The preview's depth map, through the cache and estimator that generation uses, at the
+        geometry Generate will use (its size rules: 0 = from the image); your own depth map alone
+        needs no checkpoint at all. The app shows no task progress: `task_id` is not used."""
         image = load_init_image(image)
+        frame = None
+        if geometry is not None:
+            if geometry.inpaint_full_res:
+                raise SettingsError("Depth2img: the standalone app inpaints the whole picture; "
+                                    "'Only masked' is for A1111.")
+            frame = GenerationRequest(
+                init_image=image, depth=args, width=geometry.width or None, height=geometry.height or None,
+                resize_mode=geometry.resize_mode,
+            ).geometry
         with contextlib.ExitStack() as visits:
 
             def load_estimator() -> DepthEstimator:
@@ -100,7 +117,7 @@ class EngineServices:
                 # the pipeline's own estimator visit: on CUDA it borrows the GPU and gives it back
                 return visits.enter_context(pipeline.estimator_visit())(args.estimator)
 
-            return depth_for_image(image, args, load_estimator, self.cache)
+            return depth_for_image(image, args, load_estimator, self.cache, geometry=frame)
 
     def install_depth_model(self, fmt: str = "safetensors", progress: InstallProgress | None = None) -> str:
         return str(download_depth_model(self.models_dir, fmt=fmt, progress=progress))

@@ -7,30 +7,31 @@ component(s) and, if it has them, its own layout classes (A1111's `InputAccordio
 
 Wiring a host (A1111 adapter, from `Script.ui(is_img2img)`)::
 
-    panel = build_panel(
-        "img2img" if is_img2img else "txt2img",
-        depth_service,                               # any `ui.DepthServices`
-        image_sources=[img2img_image, img2img_sketch, img2maskimg, inpaint_sketch, img_inpaint_base]
-        if is_img2img else [],                       # in the order of the sub-tabs
-        source_tabs="mode_img2img" if is_img2img else None,
-        widgets=HostWidgets(InputAccordion, ToolButton, FormRow),
-    )
+    panel = build_panel("img2img" if is_img2img else "txt2img", depth_service,
+                        widgets=HostWidgets(InputAccordion, ToolButton, FormRow))
+    wire_preview(panel, PreviewSource(
+        images=[img2img_image, img2img_sketch, img2maskimg, inpaint_sketch, img_inpaint_base],
+        tabs=["mode_img2img", "img2img_tabs_resize"],   # the selected numbers go to `read`
+        fields={"width": width_slider, "height": height_slider, ...},
+        read=read_img2img_geometry,                      # -> (image, GeometryRequest)
+    ))
     self.infotext_fields = panel.infotext_fields
-    return panel.inputs                              # Depth2imgArgs field order
+    return panel.inputs                                  # Depth2imgArgs field order
 
-The standalone app passes its one `gr.Image` as `image_sources=[image]` and no `source_tabs`.
+The standalone app passes its one `gr.Image` and its width, height and resize-mode controls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import html
 import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from ..args import Depth2imgArgs
 from ..depth_source import DepthOrigin, DepthResult
 from ..depthmap import depth_to_preview
 from ..errors import Depth2imgError
+from ..geometry import GeometryRequest
 from . import DepthServices, depth_png
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,28 @@ class HostWidgets:
     form_row: Callable[..., Any] = gr.Row
 
 
+GeometryReader = Callable[[Sequence[int], Sequence[Any], Mapping[str, Any]], "tuple[Any, GeometryRequest | None]"]
+"""`read(selected_tabs, images, fields) -> (image, geometry)`: the preview's init image (None: your
+own depth map alone) and the job's geometry (None: the image's own size) from the page's values."""
+
+
+@dataclass(frozen=True)
+class PreviewSource:
+    """Where the preview button takes its image and the job's geometry from, in a host's page.
+
+    images: the init-image components (a sketch tool's {"image", "mask"} value is passed as it is).
+    tabs: elem_ids of `gr.Tabs` whose selected tab numbers the browser sends; the first one picks
+        which of `images` is uploaded (the others are sent as None).
+    fields: components by name (width, height, resize mode, mask, ...) whose values `read` gets.
+    read: turns them into (image, GeometryRequest); by default the selected image at its own size.
+    """
+
+    images: Sequence[Any] = ()
+    tabs: Sequence[str] = ()
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    read: GeometryReader | None = None
+
+
 @dataclass
 class DepthPanel:
     """The built panel: the controls a host returns from `ui()` and the parts it may style or test."""
@@ -95,6 +119,9 @@ class DepthPanel:
     status: Any
     hints: dict[str, str]
     """Tooltip per elem_id, applied in the browser by javascript/depth2img.js."""
+    task_id: Any
+    """Hidden: the browser puts an A1111 task id here, under which the preview shows its progress."""
+    services: DepthServices
 
     @property
     def inputs(self) -> list[Any]:
@@ -129,25 +156,58 @@ def build_panel(
     tab: str,
     services: DepthServices,
     *,
-    image_sources: Sequence[Any] = (),
-    source_tabs: str | None = None,
     widgets: HostWidgets = HostWidgets(),
     show_depth_folder: bool | None = None,
 ) -> DepthPanel:
-    """Build the panel inside the caller's open `gr.Blocks` and wire its buttons.
+    """Build the panel inside the caller's open `gr.Blocks` and wire its refresh and install
+    buttons; the host then wires the preview with `wire_preview` once its image and size
+    controls exist.
 
     tab: a short word ("txt2img", "img2img") put into every elem_id: `depth2img_<tab>_<field>`.
-    image_sources: the host's init-image components (gr.Image; a {"image": ...} value from a
-        sketch tool is unwrapped), in the order of the tabs named by `source_tabs`.
-    source_tabs: elem_id of the host's `gr.Tabs` whose selected tab number picks the image
-        source for the preview (the browser sends only that image). None: the first source.
-        A tab without a source (A1111's Batch) previews your own depth map only.
     show_depth_folder: show the batch depth-folder box; by default only in the img2img tab.
     """
     builder = _PanelBuilder(tab, services, widgets)
     panel = builder.build(tab == "img2img" if show_depth_folder is None else show_depth_folder)
-    builder.wire(panel, list(image_sources), source_tabs)
+    builder.wire_buttons(panel)
     return panel
+
+
+def wire_preview(panel: DepthPanel, source: PreviewSource) -> None:
+    """Make Show depth map compute the map of `source`'s image with the job's geometry and the
+    panel's settings, exactly as the job will (and into the cache it reads)."""
+    services = panel.services
+    images, tabs, field_names = list(source.images), list(source.tabs), list(source.fields)
+    hidden_tabs = [gr.Number(value=0, precision=0, visible=False) for _ in tabs]
+    inputs = [panel.task_id, *hidden_tabs, *images, *source.fields.values(), *panel.inputs]
+    no_image_message = (
+        "Depth2img: put an image in the current tab first, or upload your own depth map."
+        if images else
+        f"Depth2img: {panel.tab} has no init image; upload your own depth map to preview it."
+    )
+
+    def preview(task_id: str, *values: Any) -> tuple[Any, Any, str]:
+        selected = [int(value or 0) for value in values[: len(tabs)]]
+        values = values[len(tabs):]
+        image_values, values = values[: len(images)], values[len(images):]
+        field_values, settings = dict(zip(field_names, values[: len(field_names)])), values[len(field_names):]
+        read = source.read or _selected_image_at_own_size
+        return _preview_depth(
+            services, lambda: read(selected, image_values, field_values), settings, no_image_message, task_id or None
+        )
+
+    js = (
+        f"(...args) => depth2imgPreviewInputs({json.dumps(tabs)}, {len(images)}, {len(inputs)}, "
+        f"{json.dumps(panel.preview_image.elem_id)}, {json.dumps(panel.tab)}, args)"
+    )
+    panel.preview_button.click(
+        preview, inputs=inputs, outputs=[panel.preview_image, panel.depth_file, panel.status], **_js_option(js)
+    )
+
+
+def _selected_image_at_own_size(
+    selected: Sequence[int], images: Sequence[Any], fields: Mapping[str, Any]
+) -> tuple[Any, GeometryRequest | None]:
+    return selected_image(images, selected[0] if selected else 0), None
 
 
 class _PanelBuilder:
@@ -213,12 +273,10 @@ class _PanelBuilder:
                 elem_id=self.elem_id("status"),
             )
             gr.HTML(json.dumps(self.hints), visible=False, elem_id=self.elem_id("hints"))
-            self.active_source = gr.Number(
-                value=0, precision=0, visible=False, elem_id=self.elem_id("active_source")
-            )  # the preview's first input: the browser puts the selected source tab's number here
+            task_id = gr.Textbox(value="", visible=False, elem_id=self.elem_id("task_id"))
         return DepthPanel(
             self.tab, self.controls, refresh_button, install_button, preview_button,
-            preview_image, depth_file, status, self.hints,
+            preview_image, depth_file, status, self.hints, task_id, self.services,
         )
 
     @contextlib.contextmanager
@@ -279,30 +337,9 @@ class _PanelBuilder:
 
     # -- events ------------------------------------------------------------------------------
 
-    def wire(self, panel: DepthPanel, image_sources: list[Any], source_tabs: str | None) -> None:
+    def wire_buttons(self, panel: DepthPanel) -> None:
         services = self.services
         checkpoint, estimator = panel.controls["checkpoint"], panel.controls["estimator"]
-        preview_inputs = [self.active_source, *image_sources, *panel.inputs]
-        no_image_message = (
-            "Depth2img: put an image in the current tab first, or upload your own depth map."
-            if image_sources else
-            f"Depth2img: {self.tab} has no init image; upload your own depth map to preview it."
-        )
-
-        def preview(active: float | None, *values: Any) -> tuple[Any, Any, str]:
-            sources, settings = values[: len(image_sources)], values[len(image_sources):]
-            return _preview_depth(services, _active_image(sources, active), settings, no_image_message)
-
-        select_source = {}
-        if source_tabs is not None:
-            select_source = _js_option(
-                f"(...args) => depth2imgPreviewInputs({json.dumps(source_tabs)}, "
-                f"{len(image_sources)}, {len(preview_inputs)}, args)"
-            )
-        panel.preview_button.click(
-            preview, inputs=preview_inputs, outputs=[panel.preview_image, panel.depth_file, panel.status],
-            **select_source,
-        )
 
         def refresh() -> tuple[Any, Any, Any, str]:
             titles = services.depth_checkpoint_titles()
@@ -329,16 +366,21 @@ class _PanelBuilder:
 
 
 def _preview_depth(
-    services: DepthServices, image: Image.Image | None, settings: Sequence[Any], no_image_message: str
+    services: DepthServices,
+    read: Callable[[], tuple[Any, GeometryRequest | None]],
+    settings: Sequence[Any],
+    no_image_message: str,
+    task_id: str | None,
 ) -> tuple[Image.Image | None, str | None, str]:
     """(8-bit preview, 16-bit PNG path, status HTML) for the preview button; never raises for
     the user's mistakes, which go to the status line."""
     started = time.perf_counter()
     try:
         args = Depth2imgArgs.from_values(settings)
+        image, geometry = read()
         if image is None and args.depth_image is None:
             raise Depth2imgError(no_image_message)
-        result = services.estimate_depth(image, args)
+        result = services.estimate_depth(image, args, geometry, task_id)
     except Depth2imgError as error:
         return None, None, _status_html(str(error), error=True)
     except Exception as error:  # a bug: keep the traceback in the console, keep the WebUI usable
@@ -363,7 +405,7 @@ def _describe(result: DepthResult, args: Depth2imgArgs, started: float) -> str:
     return _status_html(message)
 
 
-def _active_image(sources: Sequence[Any], active: float | None) -> Image.Image | None:
+def selected_image(sources: Sequence[Any], active: float | None) -> Image.Image | None:
     """The image of the selected source tab; a sketch tool's {"image", "mask"} value gives its image."""
     index = int(active or 0)
     value = sources[index] if 0 <= index < len(sources) else None

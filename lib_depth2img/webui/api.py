@@ -3,21 +3,25 @@
 The adapter calls `mount(app, depth_service)` from its `on_app_started(demo, app)` callback;
 tests mount a stand-in service on a bare FastAPI app. Nothing here imports A1111.
 
-    POST /depth2img/v1/depth     {"image": b64, "args": {...}, "bit_depth": 8|16}
+    POST /depth2img/v1/depth     {"image": b64, "args": {...}, "bit_depth": 8|16, geometry fields}
                                  -> {"depth": b64 PNG, "bit_depth", "source", "width", "height"}
     GET  /depth2img/v1/models    -> {"checkpoints": [...], "estimators": [...], "cache": {...}}
     POST /depth2img/v1/install   {"format": "safetensors"|"ckpt"} -> {"path", "checkpoints"}
 
 Images are base64, with or without a `data:image/...;base64,` prefix; they are never taken as
 file names on the server. `args` holds `Depth2imgArgs` fields by name (`depth_image`: your own
-depth map as base64). The answer's `source` says where the depth came from: "estimator",
+depth map as base64). The geometry fields carry A1111's img2img names (`width`, `height`,
+`resize_mode`, `mask`, `inpaint_full_res`, `inpaint_full_res_padding`, `mask_blur`,
+`inpainting_mask_invert`): with `width` and `height` the answer is the map an img2img job with
+those values uses; without them, the map at the image's own size. The answer's `source` says where the depth came from: "estimator",
 "cache" (estimated before, by a preview, a job or this route) or "own map".
 
 Errors carry their message in `detail` (under A1111's `--api` middleware, next to `error`):
     400  an image or depth map that is not base64, not an image, damaged or too large
     422  a body of the wrong shape (FastAPI's list of field errors), an unknown setting, a value
          out of its range or of the wrong type, no image and no own depth map
-    409  no usable depth checkpoint or estimator weights here: install them (POST /install)
+    409  no usable depth checkpoint or estimator weights here: install them (POST /install);
+         or the estimate was interrupted (/sdapi/v1/interrupt)
     502  the model download failed (network, mirror, checksum); the message says what to do
 """
 
@@ -35,7 +39,8 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from ..args import Depth2imgArgs
-from ..errors import Depth2imgError, ImageError, SettingsError, WeightsError
+from ..errors import Depth2imgError, ImageError, Interrupted, SettingsError, WeightsError
+from ..geometry import GeometryRequest
 from ..images import load_image
 from ..model_download import DEFAULT_FORMAT, FORMATS, DownloadError
 from ..ui import DepthApiServices, depth_png
@@ -43,14 +48,28 @@ from ..ui import DepthApiServices, depth_png
 ROUTE_PREFIX = "/depth2img/v1"
 
 _DATA_URL_PREFIX = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
-STATUS_BY_ERROR = ((ImageError, 400), (SettingsError, 422), (WeightsError, 409), (DownloadError, 502))
+STATUS_BY_ERROR = (
+    (ImageError, 400), (SettingsError, 422), (WeightsError, 409), (Interrupted, 409), (DownloadError, 502),
+)
 """HTTP status per user-error class, first match wins; any other `Depth2imgError` is a 400."""
+
+
+MAX_SIDE = 8192
 
 
 class DepthRequest(BaseModel):
     image: str | None = Field(None, description="Init image, base64; may be left out with args.depth_image.")
     args: dict[str, Any] = Field(default_factory=dict, description="Depth2imgArgs fields by name.")
     bit_depth: Literal[8, 16] = Field(8, description="8: a gray PNG to look at; 16: every level kept.")
+    width: int | None = Field(None, ge=8, le=MAX_SIDE, description="The img2img job's width; with height.")
+    height: int | None = Field(None, ge=8, le=MAX_SIDE, description="The img2img job's height; with width.")
+    resize_mode: int = Field(0, ge=0, le=3, description="A1111's resize mode: 0 just resize, 1 crop and "
+                             "resize, 2 resize and fill, 3 just resize (latent upscale).")
+    mask: str | None = Field(None, description="Inpaint mask, base64 (white = repaint).")
+    inpaint_full_res: bool = Field(False, description="Inpaint area: Only masked (needs mask).")
+    inpaint_full_res_padding: int = Field(32, ge=0, le=MAX_SIDE, description="Only masked padding, pixels.")
+    mask_blur: int = Field(4, ge=0, le=64, description="Mask blur, pixels (changes the Only masked region).")
+    inpainting_mask_invert: bool = Field(False, description="Mask mode: Inpaint not masked.")
 
     class Config:
         extra = "forbid"
@@ -91,7 +110,7 @@ def mount(app: FastAPI, service: DepthApiServices) -> None:
         with _user_errors_as_http():
             image = decode_base64_image(request.image, "image") if request.image is not None else None
             args = Depth2imgArgs.from_values(_with_decoded_depth_image(request.args))
-            result = service.estimate_depth(image, args)
+            result = service.estimate_depth(image, args, _geometry(request))
         height, width = result.depth.shape
         encoded = base64.b64encode(depth_png(result.depth, bits=request.bit_depth)).decode("ascii")
         return DepthResponse(
@@ -127,6 +146,24 @@ def _user_errors_as_http() -> Iterator[None]:
 def http_status(error: Depth2imgError) -> int:
     """The status a user error gets over HTTP, here and wherever the adapter answers the API."""
     return next((code for cls, code in STATUS_BY_ERROR if isinstance(error, cls)), 400)
+
+
+def _geometry(request: DepthRequest) -> GeometryRequest | None:
+    """The job geometry the request names, or None (the image's own size)."""
+    if request.width is None and request.height is None:
+        if request.mask is not None or request.inpaint_full_res:
+            raise SettingsError("Depth2img: 'mask' and 'inpaint_full_res' need the job's 'width' and 'height' too.")
+        return None
+    if request.width is None or request.height is None:
+        raise SettingsError("Depth2img: give both 'width' and 'height' (the img2img job's size), or neither.")
+    mask = decode_base64_image(request.mask, "mask") if request.mask is not None else None
+    if request.inpaint_full_res and mask is None:
+        raise SettingsError("Depth2img: 'inpaint_full_res' (Only masked) needs the inpaint 'mask'.")
+    return GeometryRequest(
+        width=request.width, height=request.height, resize_mode=request.resize_mode, mask=mask,
+        inpaint_full_res=request.inpaint_full_res, inpaint_full_res_padding=request.inpaint_full_res_padding,
+        mask_blur=request.mask_blur, inpainting_mask_invert=request.inpainting_mask_invert,
+    )
 
 
 def _with_decoded_depth_image(args: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,9 @@ A1111 computes a depth model's image conditioning in `StableDiffusionProcessing`
 one job; the job shadows the two bound methods on that `p` instance only, so A1111's own step
 (MiDaS per batch item, a VAE encode just for the size, batch-wide normalisation) never runs.
 
-Depth is computed on the original init images (`p.init_images`), where a preview click already
-cached it, and then given the geometry A1111 gave the image: `resize_mode` to width x height, or
-for "Inpaint area: Only masked" the crop `p.paste_to` of the full-size image resized with mode 2.
+Depth is estimated on the pixels A1111 gives the model (`depth_service.depth_results` with the
+job's `Geometry`: width x height by the resize mode, or the "Only masked" crop `p.paste_to`),
+so a preview made with the same settings is a cache hit and shows exactly this map.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from ldm.models.diffusion.ddpm import LatentDepth2ImageDiffusion
 
 from ..args import Depth2imgArgs
-from ..depthmap import depth_conditioning, fit_to_size
+from ..depthmap import depth_conditioning
 from ..errors import SettingsError
+from ..geometry import Geometry
 from . import depth_service
 
 LATENT_FACTOR = 8  # A1111's opt_f: image pixels per latent pixel
-CROP_RESIZE_MODE = 2  # A1111 resizes the "only masked" crop with "Resize and fill"
 
 
 class DepthConditioner:
@@ -41,7 +40,8 @@ class DepthConditioner:
         """Stands in for `p.depth2img_image_conditioning`: [B, 1, h, w] for the batch `source_image`."""
         p = self.p
         if getattr(p, "init_images", None) and not p.is_hr_pass:
-            depths = self._init_image_depths()
+            results = depth_service.depth_results(p.init_images, self.args, geometry=job_geometry(p))
+            depths = self._keep([result.depth for result in results])
             latent_size = (p.height // LATENT_FACTOR, p.width // LATENT_FACTOR)  # the sampled latent's size
         else:  # txt2img's hires pass re-encodes its upscaled images through this method
             latent_size = tuple(size // LATENT_FACTOR for size in source_image.shape[-2:])
@@ -51,36 +51,24 @@ class DepthConditioner:
     def txt2img_image_conditioning(self, x: torch.Tensor, width: int | None = None, height: int | None = None) -> torch.Tensor:
         """Stands in for `p.txt2img_image_conditioning`; a model other than the depth model (a hires
         checkpoint) gets A1111's own conditioning."""
+        from ldm.models.diffusion.ddpm import LatentDepth2ImageDiffusion
+
         p = self.p
         if not isinstance(p.sd_model, LatentDepth2ImageDiffusion):
             return type(p).txt2img_image_conditioning(p, x, width, height)
         latent_size = tuple(x.shape[-2:])
         return self._batch(self._own_map_depths(latent_size), latent_size, x.shape[0], x)
 
-    # -- depth at the generation geometry ------------------------------------------------------------
-
-    def _init_image_depths(self) -> list[np.ndarray]:
-        """One map per init image at width x height, mapped like A1111 maps the image."""
-        p = self.p
-        if p.image_mask is not None and p.inpaint_full_res and p.paste_to:
-            x, y, width, height = p.paste_to
-            full = depth_service.depth_results(p.init_images, self.args)
-            fitted = {id(r): fit_to_size(r.depth[y:y + height, x:x + width], (p.width, p.height), CROP_RESIZE_MODE)
-                      for r in full}
-            return self._keep([fitted[id(r)] for r in full])
-        results = depth_service.depth_results(p.init_images, self.args, size=(p.width, p.height),
-                                              resize_mode=p.resize_mode)
-        return self._keep([r.depth for r in results])
-
     def _own_map_depths(self, latent_size: tuple[int, int]) -> list[np.ndarray]:
         if self.args.depth_image is None:
             raise SettingsError(TXT2IMG_NEEDS_DEPTH_MAP)
-        size = (latent_size[1] * LATENT_FACTOR, latent_size[0] * LATENT_FACTOR)
-        return self._keep([depth_service.depth_results([None], self.args, size=size)[0].depth])
+        frame = Geometry(latent_size[1] * LATENT_FACTOR, latent_size[0] * LATENT_FACTOR)
+        return self._keep([depth_service.depth_results([None], self.args, geometry=frame)[0].depth])
 
     def _keep(self, depths: list[np.ndarray]) -> list[np.ndarray]:
+        """Remember each distinct map once (batch count and the hires pass ask again for equal maps)."""
         for depth in depths:
-            if not any(depth is kept for kept in self.depth_maps):
+            if not any(kept.shape == depth.shape and np.array_equal(kept, depth) for kept in self.depth_maps):
                 self.depth_maps.append(depth)
         return depths
 
@@ -103,6 +91,15 @@ class DepthConditioner:
         height, width = conditioning.shape[-2:]
         return conditioning[:, :, truncate_y // 2:height - (truncate_y + 1) // 2,
                             truncate_x // 2:width - (truncate_x + 1) // 2]
+
+
+def job_geometry(p: Any) -> Geometry:
+    """Where A1111 put the init images' pixels in job `p` (after `p.init` has run)."""
+    crop = None
+    if getattr(p, "image_mask", None) is not None and p.inpaint_full_res and p.paste_to:
+        x, y, width, height = p.paste_to
+        crop = (x, y, x + width, y + height)
+    return Geometry(p.width, p.height, p.resize_mode, crop)
 
 
 TXT2IMG_NEEDS_DEPTH_MAP = (

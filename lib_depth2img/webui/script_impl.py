@@ -26,11 +26,9 @@ from ..errors import Depth2imgError, ImageError, SettingsError
 from ..images import IMAGE_EXTENSIONS
 from . import api, checkpoint_swap, depth_service, infotext_xyz, settings
 from .conditioning import TXT2IMG_NEEDS_DEPTH_MAP, DepthConditioner
+from .preview import PreviewWiring
 
 TITLE = infotext_xyz.TITLE
-INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")
-"""A1111's img2img init-image components, in the order of its sub-tabs (Batch has none)."""
-IMG2IMG_TABS_ELEM_ID = "mode_img2img"
 JOB_ATTRIBUTE = "depth2img_job"
 SHADOWED_METHODS = ("depth2img_image_conditioning", "txt2img_image_conditioning", "init")
 DEPTH_SUFFIX = "-depth"
@@ -50,13 +48,9 @@ def _mount_api(demo: Any, app: Any) -> None:
     api.mount(app, depth_service)
 
 
-def capture_init_image(script: Any, component: Any) -> None:
-    """Remember A1111's init-image components (from `after_component`) for the panel's preview."""
-    elem_id = getattr(component, "elem_id", None)
-    if elem_id in INIT_IMAGE_ELEM_IDS:
-        if getattr(script, "init_image_components", None) is None:
-            script.init_image_components = {}
-        script.init_image_components[elem_id] = component
+def capture_component(script: Any, component: Any) -> None:
+    """Offer each A1111 component (from `after_component`) to the tab's preview wiring."""
+    _preview_wiring(script).capture(component)
 
 
 def build_ui(script: Any, is_img2img: bool) -> list[Any]:
@@ -65,20 +59,25 @@ def build_ui(script: Any, is_img2img: bool) -> list[Any]:
 
     from ..ui.panel import HostWidgets, build_panel
 
-    captured = getattr(script, "init_image_components", None) or {}
-    sources = [captured[elem_id] for elem_id in INIT_IMAGE_ELEM_IDS if elem_id in captured] if is_img2img else []
     panel = build_panel(
-        "img2img" if is_img2img else "txt2img",
-        depth_service,
-        image_sources=sources,
-        source_tabs=IMG2IMG_TABS_ELEM_ID if len(sources) == len(INIT_IMAGE_ELEM_IDS) else None,
+        "img2img" if is_img2img else "txt2img", depth_service,
         widgets=HostWidgets(InputAccordion, ToolButton, FormRow),
     )
+    _preview_wiring(script, is_img2img).attach(panel)
     panel.controls["estimator"].value = settings.value(settings.ESTIMATOR)
     panel.controls["save_depth"].value = settings.value(settings.SAVE_DEPTH)
     script.infotext_fields = panel.infotext_fields
     script.paste_field_names = infotext_xyz.paste_field_names(panel.infotext_fields)
     return panel.inputs
+
+
+def _preview_wiring(script: Any, is_img2img: bool | None = None) -> PreviewWiring:
+    """The script instance's wiring; A1111 creates one script instance per tab and sets
+    `is_img2img` on it before it offers the components."""
+    wiring = getattr(script, "preview_wiring", None)
+    if wiring is None:
+        wiring = script.preview_wiring = PreviewWiring(script.is_img2img if is_img2img is None else is_img2img)
+    return wiring
 
 
 # -- a job ------------------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ ESTIMATOR = Setting(
     "'embedded' is the MiDaS inside the depth checkpoint; others need their weights in models/midas.",
 )
 KEEP_ESTIMATOR_ON_GPU = Setting(
-    "depth2img_keep_estimator_on_gpu", True, "Keep the depth estimator on the GPU between jobs",
-    "Off: move it to the CPU after each use, freeing about 0.5 GB of VRAM at the cost of a move per job.",
+    "depth2img_keep_estimator_on_gpu", True, "Keep a separately loaded depth estimator on the GPU between jobs",
+    "Concerns estimators other than the loaded depth model's own MiDaS (which A1111 manages). "
+    "Off, or with --medvram/--lowvram: moved to the CPU after each use, freeing its VRAM at the cost of a move.",
 )
 CACHE_MB = Setting(
     "depth2img_cache_mb", 256, "Depth map cache size (MB)",

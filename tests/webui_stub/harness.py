@@ -34,6 +34,37 @@ INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpain
 FIELDS = [name for name, _ in Depth2imgArgs.specs()]
 
 
+def _image(elem_id: str) -> gr.Image:
+    return gr.Image(elem_id=elem_id, type="pil")
+
+
+def _index_radio(*choices: str) -> Any:
+    return lambda elem_id: gr.Radio(list(choices), value=choices[0], type="index", elem_id=elem_id)
+
+
+def _slider(value: float, maximum: float, step: float = 1) -> Any:
+    return lambda elem_id: gr.Slider(minimum=0, maximum=maximum, step=step, value=value, elem_id=elem_id)
+
+
+A1111_CONTROLS = {
+    "img2img": {
+        **{elem_id: _image for elem_id in INIT_IMAGE_ELEM_IDS},
+        "img_inpaint_mask": _image,
+        "resize_mode": _index_radio("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"),
+        "img2img_width": _slider(512, 2048, 8),
+        "img2img_height": _slider(512, 2048, 8),
+        "img2img_scale": _slider(1.0, 4.0, 0.05),
+        "img2img_mask_blur": _slider(4, 64),
+        "img2img_mask_mode": _index_radio("Inpaint masked", "Inpaint not masked"),
+        "img2img_inpaint_full_res": _index_radio("Whole picture", "Only masked"),
+        "img2img_inpaint_full_res_padding": _slider(32, 256, 4),
+    },
+    "txt2img": {"txt2img_width": _slider(512, 2048, 8), "txt2img_height": _slider(512, 2048, 8)},
+}
+"""A1111 v1.10.1's img2img and txt2img controls that the panel's preview reads, by elem_id, with
+their A1111 kinds, value types and defaults (`modules/ui.py`)."""
+
+
 @functools.cache
 def _tiny_depth_checkpoint_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as folder:
@@ -66,6 +97,9 @@ class WebUI:
         self.outputs = root / "outputs"
         self.runners = {False: scripts.ScriptRunner(), True: scripts.ScriptRunner()}
         self.init_image_components: dict[str, Any] = {}
+        self.components: dict[str, Any] = {}
+        self.controls_before_scripts = True
+        """A1111's default page order; False: the user moved the scripts above the controls."""
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -89,16 +123,23 @@ class WebUI:
         ]
         scripts.scripts_txt2img, scripts.scripts_img2img = self.runners[False], self.runners[True]
         script_callbacks.before_ui_callback()
-        with gr.Blocks():
+        with gr.Blocks() as self.demo:
             for is_img2img, runner in self.runners.items():
                 runner.initialize_scripts(is_img2img)
-                if is_img2img:
-                    for elem_id in INIT_IMAGE_ELEM_IDS:
-                        component = gr.Image(elem_id=elem_id, type="pil")
-                        self.init_image_components[elem_id] = component
-                        runner.after_component(component, elem_id=elem_id)
+                tab = "img2img" if is_img2img else "txt2img"
+                for elem_id, make in (A1111_CONTROLS[tab] if self.controls_before_scripts else {}).items():
+                    self.add_control(runner, elem_id, make)
                 runner.setup_ui()
+                for elem_id, make in (A1111_CONTROLS[tab] if not self.controls_before_scripts else {}).items():
+                    self.add_control(runner, elem_id, make)
         return self
+
+    def add_control(self, runner: scripts.ScriptRunner, elem_id: str, make: Any) -> None:
+        component = make(elem_id)
+        self.components[elem_id] = component
+        if elem_id in INIT_IMAGE_ELEM_IDS:
+            self.init_image_components[elem_id] = component
+        runner.after_component(component, elem_id=elem_id)
 
     def add_checkpoint(self, name: str) -> Path:
         path = self.models / "Stable-diffusion" / name

@@ -36,11 +36,11 @@ def decode_latent_batch(model, batch, target_device=None, check_for_nans=False):
 
 
 def create_binary_mask(image, round=True):
+    """An RGBA mask with transparency: its alpha (thresholded at 128 when `round`); else gray as it is."""
     if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
-        image = image.split()[-1].convert("L")
-    else:
-        image = image.convert("L")
-    return image.point(lambda x: 255 if x > 128 else 0) if round else image
+        alpha = image.split()[-1].convert("L")
+        return alpha.point(lambda x: 255 if x > 128 else 0) if round else alpha
+    return image.convert("L")
 
 
 def txt2img_image_conditioning(sd_model, x, width, height):
@@ -339,6 +339,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     inpaint_full_res: bool = True
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: int = 0
+    mask_blur: int = 4  # A1111 keeps mask_blur_x and mask_blur_y; its UI and API set both to this
 
     image_mask: Any = field(default=None, init=False)
     nmask: torch.Tensor = field(default=None, init=False)
@@ -360,6 +361,12 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             image_mask = create_binary_mask(image_mask, round=self.mask_round)
             if self.inpainting_mask_invert:
                 image_mask = ImageOps.invert(image_mask)
+            if self.mask_blur > 0:  # x then y, with A1111's kernel size
+                import cv2
+
+                kernel = 2 * int(2.5 * self.mask_blur + 0.5) + 1
+                np_mask = cv2.GaussianBlur(np.array(image_mask), (kernel, 1), self.mask_blur)
+                image_mask = Image.fromarray(cv2.GaussianBlur(np_mask, (1, kernel), self.mask_blur))
             if self.inpaint_full_res:
                 self.mask_for_overlay = image_mask
                 mask = image_mask.convert("L")

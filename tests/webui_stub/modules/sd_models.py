@@ -134,13 +134,29 @@ class FakeSDModel:
     def ema_scope(self):
         yield
 
-    def depth_model(self, midas_in: torch.Tensor) -> torch.Tensor:
-        self.depth_model_calls += midas_in.shape[0]
-        return midas_in.mean(dim=1, keepdim=True)
+
+
+class MiDaSInference(torch.nn.Module):
+    """ldm's MiDaS wrapper as A1111 loads it from the depth checkpoint: `.model` is the DPT (here the
+    project's, with the same tensor names), forward answers [B, 1, H, W]; calls counted per image."""
+
+    def __init__(self, checkpoint: str, owner: FakeSDModel):
+        super().__init__()
+        from lib_depth2img.depth import DepthEstimator
+
+        self.model = DepthEstimator.from_file(checkpoint).model
+        self.owner = [owner]  # a list: not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.owner[0].depth_model_calls += x.shape[0]
+        with torch.no_grad():
+            return self.model(x).unsqueeze(1)
 
 
 class FakeDepthModel(FakeSDModel, LatentDepth2ImageDiffusion):
-    pass
+    def __init__(self, info: CheckpointInfo, keys: set[str], unet_in_channels: int):
+        super().__init__(info, keys, unet_in_channels)
+        self.depth_model = MiDaSInference(info.filename, self)
 
 
 class FakePlainModel(FakeSDModel, LatentDiffusion):

@@ -27,6 +27,9 @@ class State:
     job = ""
     job_no = 0
     job_count = 0
+    sampling_step = 0
+    sampling_steps = 0
+    textinfo = None
 
     def interrupt(self):
         self.interrupted = True
@@ -37,6 +40,8 @@ class State:
     def begin(self, job: str = "(unknown)"):
         self.job = job
         self.job_count = -1
+        self.job_no = self.sampling_step = 0
+        self.textinfo = None
         self.interrupted = self.skipped = self.stopping_generation = False
 
     def end(self):
