@@ -1,6 +1,7 @@
 """`DepthEstimator`: a loaded depth network and the one way to turn images into depth maps with it."""
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from lib_depth2img.depth.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
-from lib_depth2img.depth.registry import EstimatorSpec, get_spec
+from lib_depth2img.depth.registry import EstimatorSpec, get_spec, resolution_note
 from lib_depth2img.depth.weights import (
     build_loaded_dpt,
     is_tiny_state_dict,
@@ -18,6 +19,7 @@ from lib_depth2img.depth.weights import (
 )
 from lib_depth2img.errors import SettingsError
 
+log = logging.getLogger(__name__)
 
 class DepthEstimator:
     """Relative inverse depth (larger = nearer, non-negative) of PIL images, float32 at the image's size.
@@ -59,7 +61,7 @@ class DepthEstimator:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> "DepthEstimator":
-        """Loads an SD depth checkpoint or a standalone MiDaS file; WeightsError if it is not one that fits."""
+        """Loads an SD depth checkpoint or a standalone release file; WeightsError if it is not one that fits."""
         spec = get_spec(estimator)
         state_dict = load_depth_state_dict(path, estimator)
         tiny = is_tiny_state_dict(state_dict, spec, str(path))
@@ -77,7 +79,7 @@ class DepthEstimator:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> "DepthEstimator":
-        """From MiDaS-named tensors (no `depth_model.model.` prefix); `tiny` None reads the size from them."""
+        """From tensors named as in the network (no `depth_model.model.` prefix); `tiny` None reads the size from them."""
         spec = get_spec(estimator)
         source = "the given state dict"
         if tiny is None:
@@ -102,20 +104,21 @@ class DepthEstimator:
         item); images that reach the network at the same size run as one batch.
         """
         net_size = self._checked_net_size(net_size)
+        rule = self.spec.input_rule
         arrays = [image_to_rgb_array(image) for image in images]
         keys = [_content_key(array) for array in arrays]
         unique = dict(zip(keys, arrays))
         by_input_size: dict[tuple[int, int], list[bytes]] = {}
         for key, array in unique.items():
-            size = net_input_size(array.shape[1], array.shape[0], net_size)
+            size = net_input_size(array.shape[1], array.shape[0], net_size, rule)
             by_input_size.setdefault(size, []).append(key)
         depth_by_key = {}
         for group in by_input_size.values():
             batch = torch.cat(
-                [to_network_input(unique[key], net_size, self.device, self.dtype) for key in group]
+                [to_network_input(unique[key], net_size, self.device, self.dtype, rule) for key in group]
             )
             for key, prediction in zip(group, self.model(batch)):
-                depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2])
+                depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2], rule)
         results, returned = [], set()
         for key in keys:  # every caller gets its own array, also for repeated images
             results.append(depth_by_key[key].copy() if key in returned else depth_by_key[key])
@@ -129,6 +132,9 @@ class DepthEstimator:
             raise SettingsError(
                 f"depth net size must be a whole number of pixels, 32 or more; got {net_size!r}"
             )
+        note = resolution_note(self.name, net_size)
+        if note:
+            log.info("Depth2img: %s", note)
         return net_size
 
 
