@@ -43,7 +43,8 @@ class EstimatorSpec:
     reproduces (timm >= 0.9 name); `derived_key_suffixes` end the names of tensors some files
     carry that the network recomputes, or never uses, instead of loading. `assemble` puts the
     backbone into its family's own network; None puts it into MiDaS's DPT. `input_rule` is how
-    images are sized and normalised for it; `licence` that of its released weights.
+    images are sized and normalised for it; `licence` that of its released weights;
+    `models_folder` the folder under a models folder where other tools keep those weights.
     """
 
     name: str
@@ -58,6 +59,7 @@ class EstimatorSpec:
     token_width_key: str = "pretrained.model.cls_token"
     input_rule: InputRule = MIDAS_INPUT
     licence: str = "MIT"
+    models_folder: str = "midas"
 
     @property
     def size_multiple(self) -> int:
@@ -79,6 +81,7 @@ def _depth_anything(
     timm_model: str,
     input_rule: InputRule,
     licence: str,
+    models_folder: str,
 ) -> EstimatorSpec:
     return EstimatorSpec(
         name=name,
@@ -93,6 +96,7 @@ def _depth_anything(
         token_width_key="pretrained.cls_token",
         input_rule=input_rule,
         licence=licence,
+        models_folder=models_folder,
     )
 
 
@@ -128,17 +132,17 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
             derived_key_suffixes=beit.DERIVED_KEY_SUFFIXES,
         ),
         _depth_anything("depth_anything_v2_vits", "depth_anything_v2_vits.pth", depth_anything.V2_SMALL,
-                        "vit_small_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, "Apache-2.0"),
+                        "vit_small_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, "Apache-2.0", "depth_anything_v2"),
         _depth_anything("depth_anything_v2_vitb", "depth_anything_v2_vitb.pth", depth_anything.V2_BASE,
-                        "vit_base_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, NON_COMMERCIAL),
+                        "vit_base_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, NON_COMMERCIAL, "depth_anything_v2"),
         _depth_anything("depth_anything_v2_vitl", "depth_anything_v2_vitl.pth", depth_anything.V2_LARGE,
-                        "vit_large_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, NON_COMMERCIAL),
+                        "vit_large_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, NON_COMMERCIAL, "depth_anything_v2"),
         _depth_anything("depth_anything_vits", "depth_anything_vits14.pth", depth_anything.V1_SMALL,
-                        "vit_small_patch14_dinov2", DEPTH_ANYTHING_V1_INPUT, "Apache-2.0"),
+                        "vit_small_patch14_dinov2", DEPTH_ANYTHING_V1_INPUT, "Apache-2.0", "depth_anything"),
         _depth_anything("depth_anything_vitb", "depth_anything_vitb14.pth", depth_anything.V1_BASE,
-                        "vit_base_patch14_dinov2", DEPTH_ANYTHING_V1_INPUT, "Apache-2.0"),
+                        "vit_base_patch14_dinov2", DEPTH_ANYTHING_V1_INPUT, "Apache-2.0", "depth_anything"),
         _depth_anything("depth_anything_vitl", "depth_anything_vitl14.pth", depth_anything.V1_LARGE,
-                        "vit_large_patch14_dinov2", DEPTH_ANYTHING_V1_INPUT, "Apache-2.0"),
+                        "vit_large_patch14_dinov2", DEPTH_ANYTHING_V1_INPUT, "Apache-2.0", "depth_anything"),
     )
 }
 
@@ -155,8 +159,8 @@ def get_spec(name: str) -> EstimatorSpec:
 def resolution_note(name: str, net_size: int) -> str:
     """What estimator `name` makes of a requested resolution when it is not one of its sizes, else "".
 
-    Depth Anything works at multiples of 14: the short side becomes the smallest multiple not below
-    `net_size` that the official rounding gives (512 -> 518).
+    Input sides are multiples of the family's size (MiDaS 32, Depth Anything 14); for Depth Anything
+    the short side becomes the multiple the official rounding gives, never below `net_size` (512 -> 518).
     """
     spec = ESTIMATORS.get(name)
     if spec is None or net_size <= 0:

@@ -21,7 +21,7 @@ from ..depth_source import DepthResult
 from ..depthmap import depth_to_16bit, depth_to_preview
 
 InstallProgress = Callable[[int, "int | None"], None]
-"""Called with (bytes done, total bytes or None) while the depth model downloads."""
+"""Called with (bytes done, total bytes or None) while the depth model or estimator weights download."""
 
 
 class DepthServices(Protocol):
@@ -35,7 +35,8 @@ class DepthServices(Protocol):
         """The depth checkpoints found, as the host names them; empty when there is none."""
 
     def estimator_choices(self) -> list[str]:
-        """"embedded" (the depth checkpoint's own MiDaS) and the other estimator weights found."""
+        """"embedded" (the depth checkpoint's own MiDaS), the other estimators whose weights are here,
+        and those that can be installed."""
 
     def estimate_depth(self, image: Image.Image | None, args: Depth2imgArgs) -> DepthResult:
         """The adjusted depth map of `image` (None: the user's own map alone), through the cache
@@ -43,6 +44,12 @@ class DepthServices(Protocol):
 
     def install_depth_model(self, fmt: str = "safetensors", progress: InstallProgress | None = None) -> str:
         """Download the depth checkpoint where the host looks for it; returns where it was put."""
+
+    def installable_estimators(self) -> list[str]:
+        """Estimators with an official download whose weights are not here yet."""
+
+    def install_estimator(self, name: str, progress: InstallProgress | None = None) -> str:
+        """Download estimator `name`'s official weights where the host looks for them; returns where."""
 
 
 class DepthApiServices(DepthServices, Protocol):
