@@ -61,11 +61,15 @@ class Depth2imgArgs:
     )
     estimator: str = _setting(
         EMBEDDED_ESTIMATOR, "Depth estimator", f"{INFOTEXT_PREFIX} estimator",
-        hint="'embedded' is the MiDaS inside the depth checkpoint, the one it was trained with.",
+        hint="'embedded' is the MiDaS inside the depth checkpoint, the one it was trained with. Licences of the "
+        "others' weights: MiDaS (dpt_*) MIT; Depth Anything V1 (depth_anything_vit*) Apache-2.0; Depth Anything "
+        "V2 Small (depth_anything_v2_vits) Apache-2.0, Base and Large (_vitb, _vitl) CC-BY-NC-4.0, "
+        "non-commercial.",
     )
     net_size: int = _setting(
         0, "Estimator resolution", f"{INFOTEXT_PREFIX} resolution", minimum=0, maximum=2048, step=32,
-        hint="0: the estimator's own (384, or 512 for BEiT-L-512). Larger sees finer detail, slower.",
+        hint="0: the estimator's own (384, 512 for BEiT-L-512, 518 for Depth Anything). Larger sees finer "
+        "detail, slower. Depth Anything works at multiples of 14 and rounds other values (512 -> 518).",
     )
     depth_image: Any = _setting(
         None, "Your own depth map",

@@ -118,19 +118,23 @@ def resolve_url(source: ModelSource, base_url: str | None = None) -> str:
 def default_models_dir() -> Path:
     """Where the depth model goes when no folder is given.
 
-    `$DEPTH2IMG_MODELS_DIR` if set; inside an A1111 install (this repository under
-    `<webui>/extensions/`) the WebUI's `models/Stable-diffusion`; otherwise
-    `models/Stable-diffusion` in this repository (git-ignored).
+    `$DEPTH2IMG_MODELS_DIR` if set; otherwise `Stable-diffusion` in `default_models_root()`.
     """
     env = os.environ.get(MODELS_DIR_ENV_VAR, "").strip()
     if env:
         return Path(env).expanduser()
+    return default_models_root() / "Stable-diffusion"
+
+
+def default_models_root() -> Path:
+    """The models folder: the WebUI's `models` inside an A1111 install (this repository under
+    `<webui>/extensions/`), otherwise `models` in this repository (git-ignored)."""
     root = Path(__file__).resolve().parent.parent
     if root.parent.name == "extensions":
-        webui_models = root.parent.parent / "models" / "Stable-diffusion"
-        if webui_models.is_dir():
+        webui_models = root.parent.parent / "models"
+        if (webui_models / "Stable-diffusion").is_dir():
             return webui_models
-    return root / "models" / "Stable-diffusion"
+    return root / "models"
 
 
 def download_depth_model(

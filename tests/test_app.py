@@ -23,8 +23,10 @@ from PIL import Image
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.cli import build_parser
 from lib_depth2img.cli import serve as serve_command
+from lib_depth2img.depth import write_tiny_depth_weights
 from lib_depth2img.depth_source import DepthOrigin
 from lib_depth2img.errors import Depth2imgError, SettingsError, WeightsError
+from lib_depth2img.estimator_files import OFFICIAL_DOWNLOADS
 from lib_depth2img.infotext import Infotext, read_infotext
 from lib_depth2img.model_download import MODELS_DIR_ENV_VAR
 from lib_depth2img.ui import app as app_module
@@ -148,9 +150,23 @@ def test_services_list_the_startup_checkpoint_first_then_the_models_folder(
     elsewhere = ensure_demo_checkpoint(tmp_path)
     services = EngineServices(models_dir, startup_checkpoint=elsewhere)
     assert services.depth_checkpoint_titles() == [str(elsewhere), DEMO_CHECKPOINT_NAME]
-    assert services.estimator_choices() == ["embedded"]
+    assert services.estimator_choices() == ["embedded", *OFFICIAL_DOWNLOADS]  # installable, none installed
     with pytest.raises(SettingsError, match=r"No depth checkpoint named 'nope\.safetensors'"):
         services.pipeline("nope.safetensors")
+
+
+def test_the_app_estimates_with_depth_anything_weights_from_the_models_folder(tmp_path: Path) -> None:
+    services = EngineServices(tmp_path / "models" / "Stable-diffusion", startup_checkpoint=ensure_demo_checkpoint(tmp_path))
+    args = Depth2imgArgs(enabled=True, estimator="depth_anything_v2_vits")
+    with pytest.raises(WeightsError, match="install-estimator depth_anything_v2_vits"):
+        services.estimate_depth(picture(), args)
+    folder = services.models_root / "depth_anything_v2"
+    folder.mkdir(parents=True)
+    write_tiny_depth_weights(folder / "depth_anything_v2_vits.safetensors", "depth_anything_v2_vits", prefix="")
+    assert "depth_anything_v2_vits" in services.estimator_choices()
+    assert "depth_anything_v2_vits" not in services.installable_estimators()
+    result = services.estimate_depth(picture(), args)
+    assert result.depth.shape == picture().size[::-1] and result.depth.std() > 0
 
 
 def test_preview_fills_the_cache_that_generation_reads(services: EngineServices) -> None:

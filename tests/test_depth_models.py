@@ -1,4 +1,4 @@
-"""The three DPT networks: full-size layout against the published facts, tiny forward passes, timm parity."""
+"""The MiDaS DPT networks (Depth Anything: test_depth_anything.py): full-size layout against the published facts, tiny forward passes, timm parity."""
 
 import copy
 from pathlib import Path
@@ -81,6 +81,12 @@ def test_registry_entries():
         "dpt_hybrid": (384, "dpt_hybrid-midas-501f0c75.pt"),
         "dpt_large": (384, "dpt_large-midas-2f21e586.pt"),
         "dpt_beit_large_512": (512, "dpt_beit_large_512.pt"),
+        "depth_anything_v2_vits": (518, "depth_anything_v2_vits.pth"),
+        "depth_anything_v2_vitb": (518, "depth_anything_v2_vitb.pth"),
+        "depth_anything_v2_vitl": (518, "depth_anything_v2_vitl.pth"),
+        "depth_anything_vits": (518, "depth_anything_vits14.pth"),
+        "depth_anything_vitb": (518, "depth_anything_vitb14.pth"),
+        "depth_anything_vitl": (518, "depth_anything_vitl14.pth"),
     }
 
 
@@ -125,7 +131,8 @@ def test_tiny_forward_pass(name):
     torch.manual_seed(0)
     model = build_dpt(name, tiny=True)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
-    for height, width in [(64, 64), (96, 160)]:
+    multiple = ESTIMATORS[name].size_multiple
+    for height, width in [(2 * multiple, 2 * multiple), (3 * multiple, 5 * multiple)]:
         with torch.inference_mode():
             depth = model(torch.rand(2, 3, height, width) * 2 - 1)
         assert depth.shape == (2, height, width) and depth.dtype == torch.float32

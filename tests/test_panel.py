@@ -36,12 +36,22 @@ class StandInServices:
         self.cache = DepthCache()
         self.install_formats: list[str] = []
         self.requests: list[tuple[GeometryRequest | None, str | None]] = []
+        self.installed_estimators: list[str] = []
 
     def depth_checkpoint_titles(self) -> list[str]:
         return list(self.checkpoints)
 
     def estimator_choices(self) -> list[str]:
-        return ["embedded", "dpt_hybrid-midas-501f0c75.pt"]
+        return ["embedded", "dpt_hybrid-midas-501f0c75.pt", *self.installed_estimators, *self.installable_estimators()]
+
+    def installable_estimators(self) -> list[str]:
+        return [name for name in ("depth_anything_v2_vits",) if name not in self.installed_estimators]
+
+    def install_estimator(self, name: str, progress: Any = None) -> str:
+        if progress is not None:
+            progress(5, 10)
+        self.installed_estimators.append(name)
+        return f"models/depth_anything_v2/{name}.pth"
 
     def estimate_depth(self, image: Image.Image | None, args: Depth2imgArgs, geometry: GeometryRequest | None = None,
                        task_id: str | None = None) -> DepthResult:
@@ -381,6 +391,25 @@ def test_a_failed_install_says_why():
     demo, panel, _ = build(services=services)
     *_, status = handler(demo, panel.install_button)()
     assert "Could not reach huggingface.co" in status and "depth2img-status-error" in status
+
+
+def test_the_install_estimator_button_follows_the_chosen_estimator_and_installs_it():
+    services = StandInServices(None)
+    demo, panel, _ = build(services=services)
+    assert not panel.install_estimator_button.visible  # "embedded" needs nothing
+    show = handler(demo, panel.controls["estimator"])
+    assert show("depth_anything_v2_vits")["visible"] and not show("embedded")["visible"]
+    estimator, button, status = handler(demo, panel.install_estimator_button)("depth_anything_v2_vits")
+    assert services.installed_estimators == ["depth_anything_v2_vits"]
+    assert "depth_anything_v2_vits" in estimator["choices"] and not button["visible"]
+    assert "installed the depth_anything_v2_vits estimator as models/depth_anything_v2/" in status
+    assert not show("depth_anything_v2_vits")["visible"]
+
+
+def test_the_estimator_hint_names_the_licences():
+    _, panel, _ = build()
+    hint = panel.hints["depth2img_img2img_estimator"]
+    assert "Apache-2.0" in hint and "CC-BY-NC-4.0, non-commercial" in hint
 
 
 # -- browser side ----------------------------------------------------------------------------------

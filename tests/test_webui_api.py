@@ -129,7 +129,7 @@ def test_models_lists_checkpoints_estimators_and_cache(client, photo):
     assert answer.status_code == 200
     assert answer.json() == {
         "checkpoints": [CHECKPOINT_TITLE],
-        "estimators": ["embedded", "dpt_hybrid-midas-501f0c75.pt"],
+        "estimators": ["embedded", "dpt_hybrid-midas-501f0c75.pt", "depth_anything_v2_vits"],
         "cache": {"entries": 1, "hits": 0, "misses": 1},
     }
 
@@ -143,6 +143,22 @@ def test_install_downloads_the_chosen_format_and_lists_it(client, services):
     }
     assert client.post("/depth2img/v1/install").json()["path"].endswith(".safetensors")  # no body: default
     assert client.post("/depth2img/v1/install", json={"format": "zip"}).status_code == 422
+
+
+def test_install_estimator_downloads_it_and_lists_the_estimators(client, services):
+    answer = client.post("/depth2img/v1/install-estimator", json={"estimator": "depth_anything_v2_vits"})
+    assert answer.status_code == 200 and services.installed_estimators == ["depth_anything_v2_vits"]
+    assert answer.json()["path"] == "models/depth_anything_v2/depth_anything_v2_vits.pth"
+    assert "depth_anything_v2_vits" in answer.json()["estimators"]
+    assert client.post("/depth2img/v1/install-estimator", json={}).status_code == 422
+
+
+def test_install_estimator_without_an_official_download_is_a_409(client, services):
+    from lib_depth2img.estimator_files import install_estimator
+
+    services.install_estimator = lambda name, progress=None: install_estimator(name, "models")
+    answer = client.post("/depth2img/v1/install-estimator", json={"estimator": "depth_anything_v2_vitl"})
+    assert answer.status_code == 409 and "no verified official download" in answer.json()["detail"]
 
 
 def test_a_failed_download_is_a_502_with_the_reason(client, services):

@@ -1,11 +1,12 @@
 """`depth`: estimate the depth maps of images and save them as PNGs.
 
-    python -m lib_depth2img depth IMAGE_OR_FOLDER... --weights PATH -o OUT_DIR
-        [--estimator dpt_hybrid] [--net-size N] [--invert] [--far-clip F] [--near-clip F]
+    python -m lib_depth2img depth IMAGE_OR_FOLDER... -o OUT_DIR [--estimator NAME] [--weights PATH]
+        [--net-size N] [--invert] [--far-clip F] [--near-clip F]
         [--gamma G] [--blur R] [--16bit]
 
 Writes `<stem>_depth.png` per image (white = near), through the same depth source, adjustments and
-settings table as the WebUI panel. A bad image is reported on one line and the others still
+settings table as the WebUI panel. Without `--weights`, the estimator's file is looked for where
+`install-estimator` puts it (the models folder). A bad image is reported on one line and the others still
 complete (exit code 1); bad weights or settings stop everything at once (exit code 2).
 """
 
@@ -20,10 +21,13 @@ from tqdm import tqdm
 
 from ..args import Depth2imgArgs
 from ..depth import ESTIMATORS, DepthEstimator
+from ..depth.registry import resolution_note
 from ..depth_source import depth_for_image
 from ..depthmap import depth_to_16bit, depth_to_preview
-from ..errors import Depth2imgError
+from ..errors import Depth2imgError, WeightsError
+from ..estimator_files import estimator_hint, find_weights, missing_weights_message
 from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
+from ..model_download import default_models_root
 from .common import add_setting_flag
 
 DEPTH_SETTINGS = ("net_size", "invert", "far_clip", "near_clip", "gamma", "blur")
@@ -37,7 +41,7 @@ def register(subparsers: Any) -> None:
         "depth",
         help="estimate depth maps of images and save them as PNGs",
         description=(
-            "Estimate the depth map of each image (white = near) with a MiDaS model and write it "
+            "Estimate the depth map of each image (white = near) with a MiDaS or Depth Anything model and write it "
             f"as <name>{OUTPUT_SUFFIX} into the output folder."
         ),
     )
@@ -50,16 +54,19 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--weights",
-        required=True,
         type=Path,
         metavar="PATH",
-        help="an SD depth checkpoint (512-depth-ema .ckpt/.safetensors) or a standalone MiDaS file",
+        help="the estimator's weights: an SD depth checkpoint (512-depth-ema .ckpt/.safetensors) or MiDaS "
+        "file for the dpt_* estimators, the official .pth (or a .safetensors conversion) for depth_anything_*; "
+        f"default: its file under {default_models_root()}",
     )
     parser.add_argument(
         "--estimator",
         default="dpt_hybrid",
         choices=sorted(ESTIMATORS),
-        help="the depth model the weights are for (default: %(default)s)",
+        metavar="NAME",
+        help="the depth model (default: %(default)s); licence of the weights: "
+        + ", ".join(estimator_hint(name) for name in ESTIMATORS),
     )
     for name in DEPTH_SETTINGS:
         add_setting_flag(parser, name)
@@ -83,7 +90,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = Depth2imgArgs.from_values({name: getattr(args, name) for name in DEPTH_SETTINGS})
     inputs = image_paths(args.images)
-    estimator = DepthEstimator.from_file(args.weights, args.estimator)
+    estimator = DepthEstimator.from_file(weights_path(args.weights, args.estimator), args.estimator)
+    note = resolution_note(args.estimator, settings.net_size)
+    if note:
+        print(note, file=sys.stderr)
     out_dir: Path = args.output_dir
     make_output_folder(out_dir)
     written, failures = 0, []
@@ -101,6 +111,16 @@ def run(args: argparse.Namespace) -> int:
     summary = f"wrote {written} depth map{'s' if written != 1 else ''} to {out_dir}"
     print(summary + (f"; {len(failures)} of {len(inputs)} failed" if failures else ""), file=sys.stderr)
     return 1 if failures else 0
+
+
+def weights_path(given: Path | None, estimator: str) -> Path:
+    """`--weights`, or the estimator's file found in the models folder."""
+    if given is not None:
+        return given
+    found = find_weights(estimator, [default_models_root()])
+    if found is None:
+        raise WeightsError(missing_weights_message(estimator, [default_models_root()]) + " Or give --weights PATH.")
+    return found
 
 
 def image_paths(arguments: list[Path]) -> list[Path]:

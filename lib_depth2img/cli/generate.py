@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--estimator", default=EMBEDDED_ESTIMATOR, choices=(EMBEDDED_ESTIMATOR, *ESTIMATORS),
                         help=f"{Depth2imgArgs.spec('estimator').hint} Others need --estimator-weights.")
     parser.add_argument("--estimator-weights", type=Path, metavar="PATH",
-                        help="weights file of a non-embedded --estimator (a MiDaS release file)")
+                        help="weights file of a non-embedded --estimator (a MiDaS or Depth Anything release file)")
     for name in DEPTH_SETTINGS:
         add_setting_flag(parser, name)
     parser.add_argument("--save-depth", action="store_true", help="also write <stem>-depth.png (16-bit)")

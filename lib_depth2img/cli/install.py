@@ -1,11 +1,15 @@
-"""`install-model` and `write-yaml`: get the depth checkpoint and its A1111 config.
+"""`install-model`, `install-estimator` and `write-yaml`: get the depth checkpoint, estimator weights
+and the checkpoint's A1111 config.
 
     python -m lib_depth2img install-model [--format safetensors|ckpt] [--dest DIR] [--url URL]
+    python -m lib_depth2img install-estimator NAME [--dest MODELS_DIR] [--url URL]
     python -m lib_depth2img write-yaml CHECKPOINT [--overwrite] [--force]
 
 `install-model` downloads 512-depth-ema (resumable, size and SHA-256 checked) with a progress bar
 and writes `512-depth-ema.yaml` beside it. `write-yaml` writes that YAML beside a depth checkpoint
 you already have, which A1111 and its forks then use as the checkpoint's config.
+`install-estimator` downloads the official weights of a depth estimator (Depth Anything) the same
+way, into the folder of a models folder where the WebUI panel and the other commands find them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoints, model_download
+from .. import checkpoints, estimator_files, model_download
 
 
 def register(subparsers: Any) -> None:
@@ -60,6 +64,38 @@ def register(subparsers: Any) -> None:
     install.add_argument("--quiet", action="store_true", help="no progress bar")
     install.set_defaults(func=run, install_action="install-model")
 
+    estimator = subparsers.add_parser(
+        "install-estimator",
+        help="download a depth estimator's official weights (Depth Anything)",
+        description=(
+            "Download the official weights of a depth estimator into <models folder>/<its folder> "
+            "(depth_anything_v2/ or depth_anything/), resuming an interrupted download and checking its "
+            "SHA-256. Licences: "
+            + ", ".join(estimator_files.estimator_hint(name) for name in estimator_files.OFFICIAL_DOWNLOADS)
+            + "."
+        ),
+    )
+    estimator.add_argument(
+        "estimator", metavar="NAME", choices=sorted(estimator_files.OFFICIAL_DOWNLOADS),
+        help=f"one of: {', '.join(sorted(estimator_files.OFFICIAL_DOWNLOADS))}",
+    )
+    estimator.add_argument(
+        "--dest", metavar="MODELS_DIR", type=Path, default=None,
+        help="the models folder (default: the WebUI's models folder when installed as an extension, "
+        "else models/ here)",
+    )
+    estimator.add_argument(
+        "--url", metavar="URL", default=None,
+        help=f"folder URL holding the file (default: ${model_download.URL_ENV_VAR}, else the official "
+        "address, honouring $HF_ENDPOINT)",
+    )
+    estimator.add_argument(
+        "--timeout", metavar="SECONDS", type=float, default=model_download.DEFAULT_TIMEOUT,
+        help="network timeout per connection and read (default: %(default)s)",
+    )
+    estimator.add_argument("--quiet", action="store_true", help="no progress bar")
+    estimator.set_defaults(func=run, install_action="install-estimator")
+
     yaml_cmd = subparsers.add_parser(
         "write-yaml",
         help="write the depth-model YAML beside an existing depth checkpoint",
@@ -83,6 +119,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.install_action == "write-yaml":
         return _write_yaml(args)
+    if args.install_action == "install-estimator":
+        return _install_estimator(args)
     return _install_model(args)
 
 
@@ -159,4 +197,19 @@ def _install_model(args: argparse.Namespace) -> int:
     print(f"checkpoint: {path}")
     if not args.no_yaml:
         print(f"config:     {checkpoints.depth_yaml_path(path)}")
+    return 0
+
+
+def _install_estimator(args: argparse.Namespace) -> int:
+    source = estimator_files.OFFICIAL_DOWNLOADS[args.estimator]
+    models_root = args.dest if args.dest is not None else model_download.default_models_root()
+    print(f"{source.name}: {model_download.resolve_url(source, args.url)} -> {models_root}", file=sys.stderr)
+    bar = _ProgressBar(source.name, enabled=not args.quiet)
+    try:
+        path = estimator_files.install_estimator(
+            args.estimator, models_root, base_url=args.url, progress=bar, timeout=args.timeout
+        )
+    finally:
+        bar.close()
+    print(f"weights: {path}")
     return 0

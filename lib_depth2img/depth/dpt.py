@@ -69,17 +69,21 @@ class Reassemble(nn.Sequential):
         return features
 
 
+def make_resample(stage: int, channels: int) -> nn.Module | None:
+    """Resampling of stage `stage` (0..3) from the token stride (16, or DINOv2's 14) to 4x, 2x, 1x and 1/2x
+    that stride; None for the stage that keeps it."""
+    if stage == 0:
+        return nn.ConvTranspose2d(channels, channels, kernel_size=4, stride=4)
+    if stage == 1:
+        return nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
+    if stage == 2:
+        return None
+    return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+
+
 def make_reassemble(stage: int, token_width: int, out_channels: int) -> Reassemble:
     """Reassemble stage `stage` (0..3): tokens sit at stride 16; stages go to strides 4, 8, 16 and 32."""
-    if stage == 0:
-        resample = nn.ConvTranspose2d(out_channels, out_channels, kernel_size=4, stride=4)
-    elif stage == 1:
-        resample = nn.ConvTranspose2d(out_channels, out_channels, kernel_size=2, stride=2)
-    elif stage == 2:
-        resample = None
-    else:
-        resample = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=2, padding=1)
-    return Reassemble(token_width, out_channels, resample)
+    return Reassemble(token_width, out_channels, make_resample(stage, out_channels))
 
 
 class ResidualConvUnit(nn.Module):
@@ -131,12 +135,11 @@ def make_depth_head(features: int, hidden: int) -> nn.Sequential:
     )
 
 
-class FusionDecoder(nn.Module):
-    """The decoder, `scratch` in the state dict: per-scale projections, four fusion blocks, the head."""
+class FusionStages(nn.Module):
+    """Per-scale 3x3 projections to one width (`layerN_rn`) and the four fusion blocks, coarse to fine."""
 
-    def __init__(self, in_channels: tuple[int, int, int, int], size: DecoderSize) -> None:
+    def __init__(self, in_channels: tuple[int, int, int, int], features: int) -> None:
         super().__init__()
-        features = size.features
         self.layer1_rn = nn.Conv2d(in_channels[0], features, kernel_size=3, padding=1, bias=False)
         self.layer2_rn = nn.Conv2d(in_channels[1], features, kernel_size=3, padding=1, bias=False)
         self.layer3_rn = nn.Conv2d(in_channels[2], features, kernel_size=3, padding=1, bias=False)
@@ -145,9 +148,9 @@ class FusionDecoder(nn.Module):
         self.refinenet2 = FusionBlock(features)
         self.refinenet3 = FusionBlock(features)
         self.refinenet4 = FusionBlock(features)
-        self.output_conv = make_depth_head(features, size.head_hidden)
 
-    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+    def fuse(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Four feature maps (finest first) -> one map at twice the finest map's resolution."""
         map1 = self.layer1_rn(maps[0])
         map2 = self.layer2_rn(maps[1])
         map3 = self.layer3_rn(maps[2])
@@ -155,8 +158,18 @@ class FusionDecoder(nn.Module):
         path = self.refinenet4(map4, size=map3.shape[-2:])
         path = self.refinenet3(path, map3, size=map2.shape[-2:])
         path = self.refinenet2(path, map2, size=map1.shape[-2:])
-        path = self.refinenet1(path, map1)
-        return self.output_conv(path)
+        return self.refinenet1(path, map1)
+
+
+class FusionDecoder(FusionStages):
+    """MiDaS's decoder, `scratch` in the state dict: the fusion stages and the depth head."""
+
+    def __init__(self, in_channels: tuple[int, int, int, int], size: DecoderSize) -> None:
+        super().__init__(in_channels, size.features)
+        self.output_conv = make_depth_head(size.features, size.head_hidden)
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        return self.output_conv(self.fuse(maps))
 
 
 class DPT(nn.Module):

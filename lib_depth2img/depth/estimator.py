@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from lib_depth2img.depth.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
-from lib_depth2img.depth.registry import EstimatorSpec, get_spec
+from lib_depth2img.depth.registry import EstimatorSpec, get_spec, resolution_note
 from lib_depth2img.depth.weights import (
     build_loaded_dpt,
     is_tiny_state_dict,
@@ -20,6 +21,7 @@ from lib_depth2img.depth.weights import (
 )
 from lib_depth2img.errors import SettingsError
 
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 """`progress(done, total)`: transformer blocks run so far, of all the estimate needs."""
@@ -75,7 +77,7 @@ class DepthEstimator:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> "DepthEstimator":
-        """Loads an SD depth checkpoint or a standalone MiDaS file; WeightsError if it is not one that fits."""
+        """Loads an SD depth checkpoint or a standalone release file; WeightsError if it is not one that fits."""
         spec = get_spec(estimator)
         state_dict = load_depth_state_dict(path, estimator)
         tiny = is_tiny_state_dict(state_dict, spec, str(path))
@@ -93,7 +95,7 @@ class DepthEstimator:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> "DepthEstimator":
-        """From MiDaS-named tensors (no `depth_model.model.` prefix); `tiny` None reads the size from them."""
+        """From tensors named as in the network (no `depth_model.model.` prefix); `tiny` None reads the size from them."""
         spec = get_spec(estimator)
         source = "the given state dict"
         if tiny is None:
@@ -124,21 +126,22 @@ class DepthEstimator:
         interrupt) stops the estimate.
         """
         net_size = self.checked_net_size(net_size)
+        rule = self.spec.input_rule
         arrays = [image_to_rgb_array(image) for image in images]
         keys = [_content_key(array) for array in arrays]
         unique = dict(zip(keys, arrays))
         by_input_size: dict[tuple[int, int], list[bytes]] = {}
         for key, array in unique.items():
-            size = net_input_size(array.shape[1], array.shape[0], net_size)
+            size = net_input_size(array.shape[1], array.shape[0], net_size, rule)
             by_input_size.setdefault(size, []).append(key)
         depth_by_key = {}
         with _reporting_blocks(self.model, len(by_input_size), progress):
             for group in by_input_size.values():
                 batch = torch.cat(
-                    [to_network_input(unique[key], net_size, self.device, self.dtype) for key in group]
+                    [to_network_input(unique[key], net_size, self.device, self.dtype, rule) for key in group]
                 )
                 for key, prediction in zip(group, self.model(batch)):
-                    depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2])
+                    depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2], rule)
         results, returned = [], set()
         for key in keys:  # every caller gets its own array, also for repeated images
             results.append(depth_by_key[key].copy() if key in returned else depth_by_key[key])
@@ -160,6 +163,9 @@ class DepthEstimator:
                 f"(its own is {self.spec.net_size}); got an estimator resolution of {net_size}. "
                 "Choose a smaller resolution, or 0 for the estimator's own."
             )
+        note = resolution_note(self.name, net_size)
+        if note:
+            log.info("Depth2img: %s", note)
         return net_size
 
 

@@ -58,11 +58,19 @@ def resize_position_embedding(pos_embed: torch.Tensor, grid: tuple[int, int]) ->
     return torch.cat((class_part, grid_part.permute(0, 2, 3, 1).flatten(1, 2)), dim=1)
 
 
-def vit_tokens(vit: nn.Module, embed_input: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """What the patch projection reads (pixels, or the hybrid's ResNet features) -> tokens with class token and positions."""
+def vit_tokens(
+    vit: nn.Module,
+    embed_input: torch.Tensor,
+    grid: tuple[int, int],
+    resize_positions: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = resize_position_embedding,
+) -> torch.Tensor:
+    """What the patch projection reads (pixels, or the hybrid's ResNet features) -> tokens with class token and positions.
+
+    `resize_positions` fits the stored position embedding to `grid`: bilinear as MiDaS does by default.
+    """
     patches = vit.patch_embed.proj(embed_input).flatten(2).transpose(1, 2)
     class_token = vit.cls_token.expand(patches.shape[0], -1, -1)
-    return torch.cat((class_token, patches), dim=1) + resize_position_embedding(vit.pos_embed, grid)
+    return torch.cat((class_token, patches), dim=1) + resize_positions(vit.pos_embed, grid)
 
 
 def hooked_block_outputs(

@@ -1,9 +1,10 @@
 """Depth-model weights: reading them from the files users have, strictly, and writing tiny test files.
 
-Two kinds of file hold MiDaS weights under the same tensor names:
+Two kinds of file hold MiDaS weights under the same tensor names (Depth Anything's come only as the
+second kind, named `pretrained.*` and `depth_head.*`):
 - a Stable Diffusion depth checkpoint (`512-depth-ema.ckpt` / `.safetensors`), where they sit under
   `depth_model.model.` next to the UNet, VAE and text encoder;
-- a standalone MiDaS release file (`dpt_hybrid-midas-501f0c75.pt` ...), sometimes wrapped as
+- a standalone release file (`dpt_hybrid-midas-501f0c75.pt`, `depth_anything_v2_vits.pth` ...), sometimes wrapped as
   `{"model": ..., "optimizer": ...}`.
 The kind is told by the names inside, not by the file name. `.ckpt`/`.pt` files are opened with
 `weights_only=True` (a pickle cannot run code) and memory-mapped when they are zip archives, so
@@ -22,12 +23,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from lib_depth2img.depth.registry import ESTIMATORS, TOKEN_WIDTH_KEY, EstimatorSpec, build_dpt, get_spec
+from lib_depth2img.depth.registry import ESTIMATORS, EstimatorSpec, build_dpt, get_spec
 from lib_depth2img.errors import WeightsError
 
 SD_DEPTH_PREFIX = "depth_model.model."
 SD_UNET_PREFIX = "model.diffusion_model."
-STANDALONE_PREFIXES = ("pretrained.", "scratch.")
+STANDALONE_PREFIXES = ("pretrained.", "scratch.", "depth_head.")
 ZIP_MAGIC = b"PK\x03\x04"
 LISTED_NAMES = 5
 """How many offending tensor names an error message shows before summarising the rest as a count."""
@@ -41,7 +42,7 @@ def weights_id(path: str | Path, estimator: str) -> str:
 
 
 def load_depth_state_dict(path: str | Path, estimator: str = "dpt_hybrid") -> dict[str, torch.Tensor]:
-    """The depth network's tensors from an SD depth checkpoint or a standalone MiDaS file, MiDaS names."""
+    """The depth network's tensors from an SD depth checkpoint or a standalone release file, by their network names."""
     spec = get_spec(estimator)
     path = Path(path)
     if not path.is_file():
@@ -122,8 +123,9 @@ def _depth_names(keys: Iterable[str], path: Path, spec: EstimatorSpec) -> dict[s
         )
     else:
         raise WeightsError(
-            f"{path} holds no depth model: none of its {len(keys)} tensors is named depth_model.*, pretrained.* "
-            f"or scratch.* (first names: {_listing(keys)}). Use Stable Diffusion 2 512-depth-ema or {spec.file_name}."
+            f"{path} holds no depth model: none of its {len(keys)} tensors is named depth_model.*, pretrained.*, "
+            f"scratch.* or depth_head.* (first names: {_listing(keys)}). Use Stable Diffusion 2 512-depth-ema "
+            f"or {spec.file_name}."
         )
     return {stored: name for stored, name in names.items() if not name.endswith(spec.derived_key_suffixes)}
 
@@ -175,10 +177,10 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 def is_tiny_state_dict(state_dict: Mapping[str, torch.Tensor], spec: EstimatorSpec, source: str) -> bool:
     """Whether the weights are for the tiny network (True) or the full one (False), by their token width."""
-    token = state_dict.get(TOKEN_WIDTH_KEY)
+    token = state_dict.get(spec.token_width_key)
     tiny = spec.is_tiny(token.shape[-1]) if token is not None else None
     if tiny is None:
-        found = f"token width {token.shape[-1]}" if token is not None else f"no {TOKEN_WIDTH_KEY}"
+        found = f"token width {token.shape[-1]}" if token is not None else f"no {spec.token_width_key}"
         raise WeightsError(
             f"{source} does not fit the {spec.name} depth model ({found}; expected {spec.full.embed_dim})."
             f"{_hint_other_estimators(state_dict, spec)}"
@@ -205,21 +207,22 @@ def _mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str
 
 
 def _hint_other_estimators(state_dict: Mapping[str, torch.Tensor], spec: EstimatorSpec) -> str:
-    token = state_dict.get(TOKEN_WIDTH_KEY)
-    if token is None:
-        return " It is probably truncated or not a MiDaS DPT file."
-    fitting = [
-        other.name
-        for other in ESTIMATORS.values()
-        if other is not spec
-        and other.is_tiny(token.shape[-1]) is not None
-        and not _mismatches(
-            build_dpt(other.name, device="meta", tiny=other.is_tiny(token.shape[-1])), state_dict
-        )
-    ]
+    fitting = [other.name for other in ESTIMATORS.values() if other is not spec and _fits(state_dict, other)]
     if fitting:
         return f" These are weights for {' or '.join(fitting)}; choose that estimator."
-    return " The file is probably truncated, damaged or of another MiDaS model."
+    if spec.token_width_key not in state_dict:
+        return " It is probably truncated or not a file of this kind of model."
+    return " The file is probably truncated, damaged or of another model."
+
+
+def _fits(state_dict: Mapping[str, torch.Tensor], spec: EstimatorSpec) -> bool:
+    """Whether the tensors are exactly those of `spec`'s network, at either size."""
+    token = state_dict.get(spec.token_width_key)
+    tiny = spec.is_tiny(token.shape[-1]) if token is not None else None
+    if tiny is None:
+        return False
+    tensors = {name: tensor for name, tensor in state_dict.items() if not name.endswith(spec.derived_key_suffixes)}
+    return not _mismatches(build_dpt(spec.name, device="meta", tiny=tiny), tensors)
 
 
 def _listing(names: list[str]) -> str:

@@ -22,7 +22,7 @@ from ..depthmap import depth_to_16bit, depth_to_preview
 from ..geometry import GeometryRequest
 
 InstallProgress = Callable[[int, "int | None"], None]
-"""Called with (bytes done, total bytes or None) while the depth model downloads."""
+"""Called with (bytes done, total bytes or None) while the depth model or estimator weights download."""
 
 
 class DepthServices(Protocol):
@@ -36,7 +36,8 @@ class DepthServices(Protocol):
         """The depth checkpoints found, as the host names them; empty when there is none."""
 
     def estimator_choices(self) -> list[str]:
-        """"embedded" (the depth checkpoint's own MiDaS) and the other estimator weights found."""
+        """"embedded" (the depth checkpoint's own MiDaS), the other estimators whose weights are here,
+        and those that can be installed."""
 
     def estimate_depth(
         self,
@@ -52,6 +53,12 @@ class DepthServices(Protocol):
 
     def install_depth_model(self, fmt: str = "safetensors", progress: InstallProgress | None = None) -> str:
         """Download the depth checkpoint where the host looks for it; returns where it was put."""
+
+    def installable_estimators(self) -> list[str]:
+        """Estimators with an official download whose weights are not here yet."""
+
+    def install_estimator(self, name: str, progress: InstallProgress | None = None) -> str:
+        """Download estimator `name`'s official weights where the host looks for them; returns where."""
 
 
 class DepthApiServices(DepthServices, Protocol):

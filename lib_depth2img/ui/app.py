@@ -227,7 +227,7 @@ class JobRunner:
         self.running.set()
         try:
             request = self.request(init_image, mask, values)
-            pipeline = self.services.pipeline(request.depth.checkpoint)
+            pipeline = self.services.pipeline(request.depth.checkpoint, request.depth.estimator)
             report = None if progress is None else (
                 lambda done, total: progress((done, total), desc="Sampling", unit="steps")
             )

@@ -27,6 +27,7 @@ from ..depth_source import DepthResult, depth_for_image
 from ..engine import write_demo_checkpoint
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest
 from ..errors import SettingsError, WeightsError
+from ..estimator_files import OFFICIAL_DOWNLOADS, find_weights, install_estimator, missing_weights_message
 from ..geometry import GeometryRequest
 from ..images import load_image
 from ..model_download import download_depth_model
@@ -87,8 +88,20 @@ class EngineServices:
         return list(self.checkpoints())
 
     def estimator_choices(self) -> list[str]:
-        """Only the checkpoint's own MiDaS: the app loads no other estimator weights."""
-        return [EMBEDDED_ESTIMATOR]
+        """The checkpoint's own MiDaS, the estimators whose weights are in the models folder, and
+        those that can be installed there."""
+        from ..depth import ESTIMATORS
+
+        return [EMBEDDED_ESTIMATOR] + [
+            name for name in ESTIMATORS
+            if name in OFFICIAL_DOWNLOADS or find_weights(name, [self.models_root]) is not None
+        ]
+
+    def installable_estimators(self) -> list[str]:
+        return [name for name in OFFICIAL_DOWNLOADS if find_weights(name, [self.models_root]) is None]
+
+    def install_estimator(self, name: str, progress: InstallProgress | None = None) -> str:
+        return str(install_estimator(name, self.models_root, progress=progress))
 
     def estimate_depth(
         self,
@@ -113,7 +126,7 @@ class EngineServices:
         with contextlib.ExitStack() as visits:
 
             def load_estimator() -> DepthEstimator:
-                pipeline = self.pipeline(args.checkpoint)
+                pipeline = self.pipeline(args.checkpoint, args.estimator)
                 # the pipeline's own estimator visit: on CUDA it borrows the GPU and gives it back
                 return visits.enter_context(pipeline.estimator_visit())(args.estimator)
 
@@ -136,9 +149,14 @@ class EngineServices:
                 titles[self._title(path)] = path
         return titles
 
-    def pipeline(self, title: str = "") -> Depth2ImgPipeline:
+    @property
+    def models_root(self) -> Path:
+        """The folder holding the checkpoints folder, where estimator weights have their folders."""
+        return self.models_dir.parent
+
+    def pipeline(self, title: str = "", estimator: str = EMBEDDED_ESTIMATOR) -> Depth2ImgPipeline:
         """The pipeline of the checkpoint named `title` ("": the startup or first one), loaded
-        in place of the previous one when it is another."""
+        in place of the previous one when it is another, with `estimator` loaded into it."""
         with self._lock:
             path = self._checkpoint_path(title)
             if self._loaded is None or self._loaded[0] != path:
@@ -147,7 +165,21 @@ class EngineServices:
                     path, device=self.device, dtype=self.dtype, cache=self.cache
                 )
                 self._loaded = (path, pipeline)
-            return self._loaded[1]
+            pipeline = self._loaded[1]
+            if estimator != EMBEDDED_ESTIMATOR and estimator not in pipeline.estimators:
+                pipeline.estimators[estimator] = self._load_estimator(estimator, pipeline)
+            return pipeline
+
+    def _load_estimator(self, name: str, pipeline: Depth2ImgPipeline) -> DepthEstimator:
+        from ..depth import ESTIMATORS, DepthEstimator
+
+        if name not in ESTIMATORS:
+            raise SettingsError(f"Unknown depth estimator {name!r}; choose one of: {', '.join(self.estimator_choices())}.")
+        path = find_weights(name, [self.models_root])
+        if path is None:
+            raise WeightsError(missing_weights_message(name, [self.models_root]))
+        device = "cpu" if pipeline.offloads_estimators else self.device
+        return DepthEstimator.from_file(path, name, device=device, dtype=self.dtype)
 
     @property
     def loaded(self) -> Depth2ImgPipeline | None:

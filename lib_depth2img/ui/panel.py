@@ -40,6 +40,7 @@ import gradio as gr
 from PIL import Image
 
 from ..args import Depth2imgArgs
+from ..depth.registry import resolution_note
 from ..depth_source import DepthOrigin, DepthResult
 from ..depthmap import depth_to_preview
 from ..errors import Depth2imgError
@@ -64,6 +65,7 @@ _ORIGIN_TEXT = {
 _BUTTON_HINTS = {
     "refresh": "Look again for depth checkpoints and estimator weights.",
     "install": "Download 512-depth-ema (5.7 GB) from Hugging Face into the models folder.",
+    "install_estimator": "Download the chosen estimator's official weights (SHA-256 checked) into the models folder.",
     "preview": "Estimate the depth map of the current image with these settings, as Generate will use it.",
     "depth_file": "The depth map as a 16-bit PNG, without the banding of the 8-bit preview.",
 }
@@ -113,6 +115,8 @@ class DepthPanel:
     """Every setting's component by `Depth2imgArgs` field name."""
     refresh_button: Any
     install_button: Any
+    install_estimator_button: Any
+    """Shown while the chosen estimator has an official download and is not installed yet."""
     preview_button: Any
     preview_image: Any
     depth_file: Any
@@ -239,6 +243,12 @@ class _PanelBuilder:
                 self.hint("install", _BUTTON_HINTS["install"])
             with self.widgets.form_row(elem_classes=["depth2img-row"]):
                 self.dropdown("estimator", self.services.estimator_choices())
+                install_estimator_button = gr.Button(
+                    "Install estimator",
+                    visible=self.defaults["estimator"] in self.services.installable_estimators(),
+                    elem_id=self.elem_id("install_estimator"), elem_classes=["depth2img-install"],
+                )
+                self.hint("install_estimator", _BUTTON_HINTS["install_estimator"])
                 self.slider("net_size")
             with gr.Row(elem_classes=["depth2img-images"]):
                 with gr.Column():
@@ -275,7 +285,7 @@ class _PanelBuilder:
             gr.HTML(json.dumps(self.hints), visible=False, elem_id=self.elem_id("hints"))
             task_id = gr.Textbox(value="", visible=False, elem_id=self.elem_id("task_id"))
         return DepthPanel(
-            self.tab, self.controls, refresh_button, install_button, preview_button,
+            self.tab, self.controls, refresh_button, install_button, install_estimator_button, preview_button,
             preview_image, depth_file, status, self.hints, task_id, self.services,
         )
 
@@ -364,6 +374,28 @@ class _PanelBuilder:
 
         panel.install_button.click(install, inputs=[], outputs=refresh_outputs)
 
+        def show_install_estimator(name: str | None) -> Any:
+            return gr.update(visible=name in services.installable_estimators())
+
+        estimator.change(show_install_estimator, inputs=[estimator], outputs=[panel.install_estimator_button])
+
+        def install_estimator(name: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:  # noqa: B008
+            def report(done: int, total: int | None) -> None:
+                progress((done, total), desc=f"Downloading {name}", unit="bytes")
+
+            try:
+                where = services.install_estimator(name, progress=report)
+            except Depth2imgError as error:
+                return gr.update(), gr.update(), _status_html(str(error), error=True)
+            return (
+                gr.update(choices=services.estimator_choices()), gr.update(visible=False),
+                _status_html(f"Depth2img: installed the {name} estimator as {where}."),
+            )
+
+        panel.install_estimator_button.click(
+            install_estimator, inputs=[estimator], outputs=[estimator, panel.install_estimator_button, panel.status]
+        )
+
 
 def _preview_depth(
     services: DepthServices,
@@ -396,6 +428,9 @@ def _describe(result: DepthResult, args: Depth2imgArgs, started: float) -> str:
     height, width = result.depth.shape
     origin = _ORIGIN_TEXT[result.origin].format(estimator=args.estimator)
     message = f"Depth2img: {origin}, {width} x {height}, {time.perf_counter() - started:.1f} s."
+    note = resolution_note(args.estimator, args.net_size)
+    if note and result.origin is not DepthOrigin.OWN_MAP:
+        message += " " + note
     if float(result.depth.min()) == float(result.depth.max()):
         return _status_html(
             message + " It is flat (one gray level everywhere), so the depth model gets no depth to follow: "

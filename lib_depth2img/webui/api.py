@@ -7,6 +7,7 @@ tests mount a stand-in service on a bare FastAPI app. Nothing here imports A1111
                                  -> {"depth": b64 PNG, "bit_depth", "source", "width", "height"}
     GET  /depth2img/v1/models    -> {"checkpoints": [...], "estimators": [...], "cache": {...}}
     POST /depth2img/v1/install   {"format": "safetensors"|"ckpt"} -> {"path", "checkpoints"}
+    POST /depth2img/v1/install-estimator  {"estimator": "depth_anything_v2_vits"} -> {"path", "estimators"}
 
 Images are base64, with or without a `data:image/...;base64,` prefix; they are never taken as
 file names on the server. `args` holds `Depth2imgArgs` fields by name (`depth_image`: your own
@@ -101,6 +102,18 @@ class InstallResponse(BaseModel):
     checkpoints: list[str]
 
 
+class InstallEstimatorRequest(BaseModel):
+    estimator: str = Field(description="An estimator with an official download, e.g. depth_anything_v2_vits.")
+
+    class Config:
+        extra = "forbid"
+
+
+class InstallEstimatorResponse(BaseModel):
+    path: str
+    estimators: list[str]
+
+
 def mount(app: FastAPI, service: DepthApiServices) -> None:
     """Add the depth2img routes to `app`, answering through `service`."""
     router = APIRouter(prefix=ROUTE_PREFIX, tags=["depth2img"])
@@ -130,6 +143,12 @@ def mount(app: FastAPI, service: DepthApiServices) -> None:
         with _user_errors_as_http():
             path = service.install_depth_model((request or InstallRequest()).format)
         return InstallResponse(path=str(path), checkpoints=service.depth_checkpoint_titles())
+
+    @router.post("/install-estimator", response_model=InstallEstimatorResponse)
+    def install_estimator(request: InstallEstimatorRequest) -> InstallEstimatorResponse:
+        with _user_errors_as_http():
+            path = service.install_estimator(request.estimator)
+        return InstallEstimatorResponse(path=str(path), estimators=service.estimator_choices())
 
     app.include_router(router)
 

@@ -5,9 +5,11 @@ Jobs (`conditioning`), the panel's preview button and the HTTP routes all get th
 the "Only masked" crop), so a preview with the tab's geometry fills the very cache entry that
 Generate then reuses, and a second job on the same image costs no estimation.
 
-The estimator is the project's own MiDaS, loaded from the depth checkpoint file ("embedded") or
-from a MiDaS release in models/midas; while the loaded model is that depth checkpoint, "embedded"
-runs the model's own MiDaS (`sd_model.depth_model`, under A1111's memory handling) and no second
+The estimator is the project's own MiDaS, loaded from the depth checkpoint file ("embedded"), or
+any other estimator of the registry loaded from its release file where users already keep it
+(`estimator_files`): models/depth_anything_v2, models/depth_anything, models/midas, and
+ControlNet's annotator folders. While the loaded model is that depth checkpoint, "embedded" runs
+the model's own MiDaS (`sd_model.depth_model`, under A1111's memory handling) and no second
 copy stays in memory. Previews and the HTTP route wait for A1111's queue like its own GPU calls,
 report progress to its progress bar and stop on Interrupt.
 """
@@ -32,6 +34,8 @@ from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..depth_cache import DepthCache
 from ..depth_source import DepthResult, EstimationProgress, depth_for_images
 from ..errors import Interrupted, SettingsError, WeightsError
+from ..estimator_files import OFFICIAL_DOWNLOADS, find_weights, install_estimator as download_estimator
+from ..estimator_files import missing_weights_message
 from ..geometry import Geometry, GeometryRequest, fit_image
 from . import checkpoint_swap, settings
 
@@ -55,10 +59,24 @@ def depth_checkpoint_titles() -> list[str]:
 
 
 def estimator_choices() -> list[str]:
-    """"embedded" and the registry's estimators whose weights file is in models/midas."""
+    """"embedded", the registry's estimators whose weights file is here, and those that can be installed."""
     from ..depth import ESTIMATORS
 
-    return [EMBEDDED_ESTIMATOR] + [name for name, spec in ESTIMATORS.items() if (_midas_dir() / spec.file_name).is_file()]
+    roots = _models_roots()
+    return [EMBEDDED_ESTIMATOR] + [
+        name for name in ESTIMATORS if name in OFFICIAL_DOWNLOADS or find_weights(name, roots) is not None
+    ]
+
+
+def installable_estimators() -> list[str]:
+    """Estimators with an official download whose weights are not here yet."""
+    roots = _models_roots()
+    return [name for name in OFFICIAL_DOWNLOADS if find_weights(name, roots) is None]
+
+
+def install_estimator(name: str, progress: Callable[[int, int | None], None] | None = None) -> str:
+    """Download estimator `name`'s official weights into A1111's models folder; returns their path."""
+    return str(download_estimator(name, paths.models_path, progress=progress))
 
 
 def get_estimator(args: Depth2imgArgs) -> DepthEstimator:
@@ -247,8 +265,16 @@ def _report_progress(done: int, total: int) -> None:
 
 # -- where things are -------------------------------------------------------------------------------
 
-def _midas_dir() -> Path:
-    return Path(paths.models_path) / "midas"
+def _models_roots() -> list[Path]:
+    """Models folders that may hold estimator weights: A1111's, and ControlNet's annotator folders
+    (its `control_net_modules_path` setting, and `annotator/downloads` where older ControlNet versions put them)."""
+    models = Path(paths.models_path)
+    roots = [models]
+    configured = getattr(shared.opts, "data", {}).get("control_net_modules_path")
+    if configured:
+        roots.append(Path(configured))
+    roots.append(models.parent / "extensions" / "sd-webui-controlnet" / "annotator" / "downloads")
+    return roots
 
 
 def _weights_file(args: Depth2imgArgs) -> tuple[str, str]:
@@ -266,12 +292,9 @@ def _weights_file(args: Depth2imgArgs) -> tuple[str, str]:
         raise SettingsError(
             f"Depth2img: unknown depth estimator '{args.estimator}'; choose one of {', '.join(estimator_choices())}."
         )
-    path = _midas_dir() / spec.file_name
-    if not path.is_file():
-        raise WeightsError(
-            f"Depth2img: the {args.estimator} estimator needs its weights file {spec.file_name} in {_midas_dir()}; "
-            f"download it from the MiDaS releases (github.com/isl-org/MiDaS) or choose '{EMBEDDED_ESTIMATOR}'."
-        )
+    path = find_weights(args.estimator, _models_roots())
+    if path is None:
+        raise WeightsError(missing_weights_message(args.estimator, _models_roots()))
     return os.fspath(path), args.estimator
 
 

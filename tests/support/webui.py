@@ -6,7 +6,16 @@ it as `webui/`. Its Python is `SD_WEBUI_PYTHON`, else a `venv` inside the checko
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 LAUNCH_FLAGS = (
@@ -17,6 +26,12 @@ LAUNCH_FLAGS = (
 """Flags for a CPU-only, offline A1111 bound to this machine (see shared/WEBUI_ON_CPU.md)."""
 
 OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+REPO = Path(__file__).resolve().parents[2]
+EXTENSION_NAME = "sd-webui-depth2img"
+START_TIMEOUT = 900
+JOB_TIMEOUT = 900
+BASE_CHECKPOINT = "sd2-base-random.safetensors"
+DEPTH_CHECKPOINT = "512-depth-ema.safetensors"
 
 
 def webui_checkout() -> Path | None:
@@ -41,3 +56,101 @@ def launch_command(webui: Path, port: int, checkpoint: str) -> list[str]:
         raise FileNotFoundError(f"no Python for {webui}: set SD_WEBUI_PYTHON or create {webui}/venv")
     return [str(python), "launch.py", *LAUNCH_FLAGS, "--port", str(port),
             "--ckpt", str(Path("models/Stable-diffusion") / checkpoint)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One A1111 process on 127.0.0.1, spoken to with the standard library."""
+
+    def __init__(self, webui: Path, log_path: Path, checkpoint: str = BASE_CHECKPOINT) -> None:
+        self.webui = webui
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = open(log_path, "wb")  # noqa: SIM115  (the server writes to it until stop())
+        self.process = subprocess.Popen(
+            launch_command(self.webui, self.port, checkpoint), cwd=self.webui, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **OFFLINE_ENVIRONMENT),
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_ready(self) -> None:
+        """Wait for A1111's "Startup time" line, printed once its API routes are added: a request
+        that arrives earlier makes starlette refuse A1111's API middleware and the start fails."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"A1111 exited ({self.process.returncode}); see {self.log_path}")
+            if b"Startup time:" in self.log_path.read_bytes():
+                status, answer = self.get("/sdapi/v1/options")
+                assert status == 200, answer
+                return
+            time.sleep(3)
+        raise TimeoutError(f"A1111 did not start within {START_TIMEOUT} s; see {self.log_path}")
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url(path), data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=JOB_TIMEOUT) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def get(self, path: str) -> tuple[int, dict]:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        return self.request("POST", path, body)
+
+    def selected_checkpoint(self) -> str:
+        return self.get("/sdapi/v1/options")[1]["sd_model_checkpoint"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the process group start_new_session made
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+@contextlib.contextmanager
+def running_server(webui: Path, log_path: Path) -> Iterator[Server]:
+    server = Server(webui, log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def extension_installed(webui: Path, repo: Path = REPO) -> Iterator[Path]:
+    """The repository as extensions/sd-webui-depth2img (a link), its install.py run by A1111's helper."""
+    link = webui / "extensions" / EXTENSION_NAME
+    created = not link.exists()
+    if created:
+        link.symlink_to(repo, target_is_directory=True)
+    try:
+        installer = (
+            "import sys; sys.argv = ['launch.py']; from modules import launch_utils; "
+            f"launch_utils.run_extension_installer({str(link)!r})"
+        )
+        result = subprocess.run([str(webui_python(webui)), "-c", installer], cwd=webui,
+                                capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "Error running install.py" not in result.stdout + result.stderr, result.stdout + result.stderr
+        yield link
+    finally:
+        if created:
+            link.unlink()

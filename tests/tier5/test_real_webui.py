@@ -11,15 +11,9 @@ installed as A1111 installs extensions (a folder in extensions/, its install.py 
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support.webui import OFFLINE_ENVIRONMENT, launch_command, webui_checkout
+from support.webui import BASE_CHECKPOINT, DEPTH_CHECKPOINT, EXTENSION_NAME, JOB_TIMEOUT, START_TIMEOUT, Server, extension_installed, running_server, webui_checkout
 
 WEBUI = webui_checkout()
 pytestmark = [
@@ -36,117 +30,13 @@ pytestmark = [
     pytest.mark.skipif(WEBUI is None, reason="tier 5 needs a real A1111 v1.10.1 checkout: set SD_WEBUI_DIR"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-EXTENSION_NAME = "sd-webui-depth2img"
-START_TIMEOUT = 900
-JOB_TIMEOUT = 900
-BASE_CHECKPOINT = "sd2-base-random.safetensors"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
-DEPTH_CHECKPOINT = "512-depth-ema.safetensors"
 MAX_RUN_TO_RUN_MEAN = 1.0  # levels of 255; two identical requests to one A1111 here: up to 3, in 44% of values
 MAX_RUN_TO_RUN_LEVELS = 8
 JOB = {"prompt": "a room", "seed": 1234, "steps": 2, "width": 128, "height": 128, "sampler_name": "Euler",
        "denoising_strength": 0.8, "cfg_scale": 5}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One A1111 process on 127.0.0.1, spoken to with the standard library."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.webui = WEBUI
-        self.port = free_port()
-        self.log_path = log_path
-        self.log = open(log_path, "wb")  # noqa: SIM115  (the server writes to it until stop())
-        self.process = subprocess.Popen(
-            launch_command(self.webui, self.port, BASE_CHECKPOINT), cwd=self.webui, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **OFFLINE_ENVIRONMENT),
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait_ready(self) -> None:
-        """Wait for A1111's "Startup time" line, printed once its API routes are added: a request
-        that arrives earlier makes starlette refuse A1111's API middleware and the start fails."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"A1111 exited ({self.process.returncode}); see {self.log_path}")
-            if b"Startup time:" in self.log_path.read_bytes():
-                status, answer = self.get("/sdapi/v1/options")
-                assert status == 200, answer
-                return
-            time.sleep(3)
-        raise TimeoutError(f"A1111 did not start within {START_TIMEOUT} s; see {self.log_path}")
-
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url(path), data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=JOB_TIMEOUT) as answer:
-                return answer.status, json.loads(answer.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
-
-    def get(self, path: str) -> tuple[int, dict]:
-        return self.request("GET", path)
-
-    def post(self, path: str, body: dict) -> tuple[int, dict]:
-        return self.request("POST", path, body)
-
-    def selected_checkpoint(self) -> str:
-        return self.get("/sdapi/v1/options")[1]["sd_model_checkpoint"]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the process group start_new_session made
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
-
-
-@contextlib.contextmanager
-def running_server(log_path: Path) -> Iterator[Server]:
-    server = Server(log_path)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
-@contextlib.contextmanager
-def extension_installed(webui: Path) -> Iterator[Path]:
-    """The repository as extensions/sd-webui-depth2img (a link), its install.py run by A1111's helper."""
-    link = webui / "extensions" / EXTENSION_NAME
-    created = not link.exists()
-    if created:
-        link.symlink_to(REPO, target_is_directory=True)
-    try:
-        installer = (
-            "import sys; sys.argv = ['launch.py']; from modules import launch_utils; "
-            f"launch_utils.run_extension_installer({str(link)!r})"
-        )
-        result = subprocess.run([str(webui.parent / "venv" / "bin" / "python"), "-c", installer], cwd=webui,
-                                capture_output=True, text=True, timeout=600, check=False)
-        assert result.returncode == 0, result.stderr
-        assert "Error running install.py" not in result.stdout + result.stderr, result.stdout + result.stderr
-        yield link
-    finally:
-        if created:
-            link.unlink()
 
 
 def png_b64(image: Image.Image) -> str:
@@ -175,16 +65,44 @@ def native_depth_body(**extra) -> dict:
     return img2img_body(override_settings={"sd_model_checkpoint": DEPTH_CHECKPOINT}, **extra)
 
 
+def photo_4x3() -> Image.Image:
+    """A large non-square photo stand-in: smooth shapes plus fine texture that aliases when shrunk badly."""
+    height, width = 600, 800
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    shapes = 60 + 120 * (x / width) + 70 * (((x - 520) ** 2 + (y - 330) ** 2) < 150**2)
+    texture = 25 * np.sin(x * 2.9) * np.sin(y * 3.1)
+    pixels = np.stack([shapes + texture, shapes[::-1] + texture, np.full_like(shapes, 110) + texture], axis=2)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def inpaint_mask() -> Image.Image:
+    mask = Image.new("L", photo_4x3().size, 0)
+    mask.paste(255, (470, 280, 590, 390))  # a face-sized region of the large photo
+    return mask
+
+
+NATIVE_JOBS = {
+    "plain": {},
+    "crop_and_resize_4x3": {"init_images": [png_b64(photo_4x3())], "resize_mode": 1, "width": 128, "height": 96},
+    "only_masked": {"init_images": [png_b64(photo_4x3())], "mask": png_b64(inpaint_mask()), "inpaint_full_res": True,
+                    "inpaint_full_res_padding": 32, "inpainting_fill": 1, "mask_blur": 4},
+}
+"""img2img jobs run on A1111's own depth path (no extension) and again with the extension on."""
+
+
 @pytest.fixture(scope="module")
-def reference_img2img(tmp_path_factory) -> dict:
-    """An img2img job on A1111's own depth path, without the extension."""
+def reference_img2img(tmp_path_factory) -> dict[str, dict]:
+    """Each of NATIVE_JOBS on A1111's own depth path, without the extension."""
     webui = WEBUI
     if (webui / "extensions" / EXTENSION_NAME).exists():
         pytest.skip(f"{EXTENSION_NAME} is already installed in {webui}; cannot run the reference without it")
-    with running_server(tmp_path_factory.mktemp("logs") / "webui-without-extension.log") as server:
-        status, answer = server.post("/sdapi/v1/img2img", native_depth_body())
-        assert status == 200, answer
-        return answer
+    answers = {}
+    with running_server(webui, tmp_path_factory.mktemp("logs") / "webui-without-extension.log") as server:
+        for name, fields in NATIVE_JOBS.items():
+            status, answer = server.post("/sdapi/v1/img2img", native_depth_body(**fields))
+            assert status == 200, answer
+            answers[name] = answer
+    return answers
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +110,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
     """A1111 with the extension; a test that also wants `reference_img2img` must ask for it first."""
     webui = WEBUI
     log_path = tmp_path_factory.mktemp("logs") / "webui-with-extension.log"
-    with extension_installed(webui), running_server(log_path) as server:
+    with extension_installed(webui), running_server(webui, log_path) as server:
         yield server
 
 
@@ -203,13 +121,49 @@ def test_extension_off_gives_the_same_image_as_no_extension(reference_img2img, s
     status, answer = server.post("/sdapi/v1/img2img", native_depth_body(
         alwayson_scripts={"Depth2img": {"args": [False]}}))
     assert status == 200, answer
-    assert json.loads(answer["info"])["infotexts"] == json.loads(reference_img2img["info"])["infotexts"]
-    off, reference = (np.asarray(decoded(a["images"][0]), dtype=np.int16) for a in (answer, reference_img2img))
+    reference_answer = reference_img2img["plain"]
+    assert json.loads(answer["info"])["infotexts"] == json.loads(reference_answer["info"])["infotexts"]
+    off, reference = (np.asarray(decoded(a["images"][0]), dtype=np.int16) for a in (answer, reference_answer))
     difference = np.abs(off - reference)
     record_property("identical_bytes", bool((difference == 0).all()))
     record_property("max_level_difference", int(difference.max()))
     assert off.shape == reference.shape
     assert difference.mean() < MAX_RUN_TO_RUN_MEAN and difference.max() <= MAX_RUN_TO_RUN_LEVELS
+
+
+@pytest.mark.parametrize("job", ["crop_and_resize_4x3", "only_masked"])
+def test_extension_on_matches_a1111s_native_depth_on_a_large_photo(reference_img2img, server, job, record_property):
+    """Depth from the pixels the model sees: with the embedded estimator the image is A1111's own
+    within 1 level (mean abs), inside the repainted region too (where the depth matters most)."""
+    enabled = {"Depth2img": {"args": [{"enabled": True, "checkpoint": DEPTH_CHECKPOINT}]}}
+    status, answer = server.post("/sdapi/v1/img2img", native_depth_body(**NATIVE_JOBS[job], alwayson_scripts=enabled))
+    assert status == 200, answer
+    ours, native = (np.asarray(decoded(a["images"][0]), dtype=np.float32) for a in (answer, reference_img2img[job]))
+    assert ours.shape == native.shape
+    difference = np.abs(ours - native)
+    record_property("mean_abs_difference", float(difference.mean()))
+    assert difference.mean() < 1.0
+    if job == "only_masked":
+        inside = np.asarray(inpaint_mask(), dtype=bool)
+        record_property("mean_abs_difference_inside_mask", float(difference[inside].mean()))
+        assert difference[inside].mean() < 1.0
+
+
+def test_preview_route_with_the_job_geometry_is_the_appended_map_and_a_cache_hit(server):
+    photo = png_b64(photo_4x3())
+    geometry = {"width": 128, "height": 96, "resize_mode": 1}
+    args = {"enabled": True, "checkpoint": DEPTH_CHECKPOINT, "blur": 2.0, "gamma": 0.8}
+    status, preview = server.post("/depth2img/v1/depth", {"image": photo, "args": args, **geometry})
+    assert status == 200, preview
+    assert (preview["width"], preview["height"]) == (128, 96)
+    misses = server.get("/depth2img/v1/models")[1]["cache"]["misses"]
+    job = {**JOB, **geometry, "init_images": [photo], "override_settings": {"sd_model_checkpoint": DEPTH_CHECKPOINT},
+           "alwayson_scripts": {"Depth2img": {"args": [{**args, "append_depth": True}]}}}
+    status, answer = server.post("/sdapi/v1/img2img", job)
+    assert status == 200, answer
+    appended = np.asarray(decoded(answer["images"][-1]).convert("L"))
+    assert np.array_equal(appended, np.asarray(decoded(preview["depth"])))
+    assert server.get("/depth2img/v1/models")[1]["cache"]["misses"] == misses  # the job estimated nothing
 
 
 def test_extension_on_runs_on_the_depth_model_and_restores_the_base_model(server):
