@@ -141,6 +141,8 @@ def extension_installed(webui: Path, repo: Path = REPO) -> Iterator[Path]:
     created = not link.exists()
     if created:
         link.symlink_to(repo, target_is_directory=True)
+    elif link.resolve() != repo.resolve():
+        raise RuntimeError(f"{link} is another checkout ({link.resolve()}); the test would run its code, not {repo}")
     try:
         installer = (
             "import sys; sys.argv = ['launch.py']; from modules import launch_utils; "
