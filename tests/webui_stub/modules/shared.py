@@ -17,6 +17,7 @@ BUILTIN_OPTIONS = {
     "return_grid": OptionInfo(True, "Show grid in gallery"),
     "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts with this color"),
     "outdir_samples": OptionInfo("", "Output directory for images"),
+    "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength"),
 }
 
 
