@@ -143,6 +143,12 @@ class Depth2imgArgs:
         return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
 
     @classmethod
+    def coerce(cls, name: str, value: Any) -> Any:
+        """Field `name`'s value from the UI, the API or the infotext, as its type and inside its
+        bounds (None: the default); `SettingsError` says what is wrong."""
+        return _coerce(next(f for f in dataclasses.fields(cls) if f.name == name), value)
+
+    @classmethod
     def from_infotext(cls, params: Mapping[str, str]) -> Depth2imgArgs | None:
         """Settings from PNG-info key/values, or None when the image was not made with depth2img."""
         if params.get(INFOTEXT_PREFIX) is None:
@@ -162,6 +168,10 @@ class Depth2imgArgs:
             if spec.infotext is not None and value != "":
                 entries[spec.infotext] = _format(value)
         return entries
+
+    def values(self) -> list[Any]:
+        """The script's positional args, in field order."""
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
     @property
     def adjustments(self) -> DepthAdjustments:

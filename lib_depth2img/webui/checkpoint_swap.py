@@ -4,7 +4,9 @@ A1111's `process_images` applies `p.override_settings` after the scripts' `befor
 a `sd_model_checkpoint` entry there loads that checkpoint for the job, and its `finally` block
 restores the previous value of the option when `p.override_settings_restore_afterwards` is set,
 also when the job fails or is interrupted. The next job then loads the user's model again.
-So the swap is an override entry, set in `before_process`, never a hand-rolled model load.
+So the swap is an override entry, set in `before_process`, never a hand-rolled model load. An API
+caller who asked A1111 to keep their own overrides (`override_settings_restore_afterwards: false`)
+keeps them: only the checkpoint is put back.
 """
 
 from __future__ import annotations
@@ -71,11 +73,14 @@ def choose_depth_checkpoint(requested: str, current: Any | None) -> Any:
 
 
 def override_checkpoint(p: Any, target: Any) -> dict[str, Any] | None:
-    """Make A1111 load `target` for this job and restore the previous choice afterwards.
+    """Make A1111 load `target` for this job and restore the previous choice afterwards, without
+    changing what happens to the caller's other overrides.
 
     Returns the `override_settings` dict to put back when the job ends, or None when the job
     already runs on `target`. The dict is replaced, not changed, because XYZ plot cells are
-    shallow copies of one `p` that share it.
+    shallow copies of one `p` that share it. `override_settings_restore_afterwards` stays on:
+    A1111 reads it after the scripts' `postprocess`, and for the caller's own overrides it changes
+    nothing once `_keep` applied them.
     """
     if job_checkpoint(p) is target:
         return None
@@ -84,9 +89,20 @@ def override_checkpoint(p: Any, target: Any) -> dict[str, Any] | None:
         # process_images restores only options present in opts.data; record the model it would load
         shared.opts.data[CHECKPOINT_OPTION] = sd_models.select_checkpoint().title
     previous = p.override_settings
+    if not p.override_settings_restore_afterwards:
+        _keep(previous)
     p.override_settings = {**previous, CHECKPOINT_OPTION: target.title}
     p.override_settings_restore_afterwards = True
     return previous
+
+
+def _keep(settings: dict[str, Any]) -> None:
+    """Apply overrides the caller wants kept after the job now, as `process_images` would a moment
+    later (`opts.set(..., is_api=True, run_callbacks=False)`): the values it then stores, and
+    restores after the job for the checkpoint's sake, are theirs, so they stay."""
+    for key, value in settings.items():
+        if key in shared.opts.data_labels:  # an unknown option fails the job in A1111's own loop
+            shared.opts.set(key, value, is_api=True, run_callbacks=False)
 
 
 def ensure_depth_yaml(info: Any) -> None:

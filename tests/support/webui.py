@@ -6,6 +6,7 @@ it as `webui/`. Its Python is `SD_WEBUI_PYTHON`, else a `venv` inside the checko
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -49,12 +50,12 @@ def webui_python(webui: Path) -> Path | None:
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
-def launch_command(webui: Path, port: int, checkpoint: str) -> list[str]:
-    """`python launch.py` with the flags above, listening on `port`, starting on `checkpoint`."""
+def launch_command(webui: Path, port: int, checkpoint: str, extra_flags: tuple[str, ...] = ()) -> list[str]:
+    """`python launch.py` with the flags above and `extra_flags`, listening on `port`, starting on `checkpoint`."""
     python = webui_python(webui)
     if python is None:
         raise FileNotFoundError(f"no Python for {webui}: set SD_WEBUI_PYTHON or create {webui}/venv")
-    return [str(python), "launch.py", *LAUNCH_FLAGS, "--port", str(port),
+    return [str(python), "launch.py", *LAUNCH_FLAGS, *extra_flags, "--port", str(port),
             "--ckpt", str(Path("models/Stable-diffusion") / checkpoint)]
 
 
@@ -65,15 +66,21 @@ def free_port() -> int:
 
 
 class Server:
-    """One A1111 process on 127.0.0.1, spoken to with the standard library."""
+    """One A1111 process on 127.0.0.1, spoken to with the standard library; with `credentials`
+    (user, password) it runs with `--api-auth` and every request sends them unless told not to."""
 
-    def __init__(self, webui: Path, log_path: Path, checkpoint: str = BASE_CHECKPOINT) -> None:
+    def __init__(
+        self, webui: Path, log_path: Path, checkpoint: str = BASE_CHECKPOINT,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.webui = webui
         self.port = free_port()
         self.log_path = log_path
+        self.credentials = credentials
+        extra_flags = ("--api-auth", ":".join(credentials)) if credentials else ()
         self.log = open(log_path, "wb")  # noqa: SIM115  (the server writes to it until stop())
         self.process = subprocess.Popen(
-            launch_command(self.webui, self.port, checkpoint), cwd=self.webui, stdout=self.log,
+            launch_command(self.webui, self.port, checkpoint, extra_flags), cwd=self.webui, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **OFFLINE_ENVIRONMENT),
         )
 
@@ -95,14 +102,25 @@ class Server:
         raise TimeoutError(f"A1111 did not start within {START_TIMEOUT} s; see {self.log_path}")
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url(path), data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        status, text = self.send(method, path, None if body is None else json.dumps(body).encode())
+        return status, json.loads(text or "null")
+
+    def send(
+        self, method: str, path: str, content: bytes | None = None, credentials: tuple[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> tuple[int, str]:
+        """(status, response text) for raw `content`; `credentials` other than the server's, or
+        none at all with `authenticated=False`."""
+        headers = {"Content-Type": "application/json"}
+        credentials = credentials or (self.credentials if authenticated else None)
+        if credentials:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+        request = urllib.request.Request(self.url(path), data=content, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=JOB_TIMEOUT) as answer:
-                return answer.status, json.loads(answer.read() or b"null")
+                return answer.status, answer.read().decode()
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+            return error.code, error.read().decode()
 
     def get(self, path: str) -> tuple[int, dict]:
         return self.request("GET", path)
@@ -125,8 +143,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(webui: Path, log_path: Path) -> Iterator[Server]:
-    server = Server(webui, log_path)
+def running_server(webui: Path, log_path: Path, credentials: tuple[str, str] | None = None) -> Iterator[Server]:
+    server = Server(webui, log_path, credentials=credentials)
     try:
         server.wait_ready()
         yield server
