@@ -14,6 +14,7 @@ from PIL import Image
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.depthmap import normalize_depth
 from lib_depth2img.engine import write_demo_checkpoint
+from lib_depth2img.engine import pipeline
 from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest, _to_pil
 from lib_depth2img.engine.samplers import SAMPLER_NAMES, GenerationCancelled, choose_sampler
 from lib_depth2img.errors import SettingsError
@@ -114,12 +115,27 @@ def test_img2img_is_reproducible_and_seed_dependent(pipe, init_image):
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DDIM", "DPM++ SDE"])
-def test_batch_image_equals_a_single_run_with_seed_plus_index(pipe, init_image, sampler):
+def test_batch_image_equals_a_single_run_with_seed_plus_index(pipe, init_image, sampler, monkeypatch):
+    """The sampling noise is per image; only A1111's init-image encoding draws from one generator
+    for the batch (see the next test), so it is taken as the posterior mean here."""
+    monkeypatch.setattr(pipeline, "init_encoding_noise", lambda seeds, size: None)
     batch = pipe(request(init_image, seed=20, batch_size=2, sampler=sampler))
     single = pipe(request(init_image, seed=21, sampler=sampler))
     assert batch.seeds == [20, 21]
     assert np.abs(pixels(batch.images[1]) - pixels(single.images[0])).max() <= 1  # batched float rounding
     assert not np.array_equal(pixels(batch.images[0]), pixels(batch.images[1]))
+
+
+def test_init_image_is_encoded_to_a1111s_posterior_sample(pipe, init_image, monkeypatch):
+    """A1111 draws the posterior noise from torch's global generator, left seeded with the previous
+    job's last seed: a re-run of the same batch draws from its own last seed, one draw per image."""
+    noise = pipeline.init_encoding_noise([20, 21], (8, 8))
+    generator = torch.Generator().manual_seed(21)
+    assert torch.equal(noise, torch.cat([torch.randn((1, 4, 8, 8), generator=generator) for _ in range(2)]))
+    sampled = pipe(request(init_image, seed=21, steps=1, denoising_strength=0.0))
+    monkeypatch.setattr(pipeline, "init_encoding_noise", lambda seeds, size: None)
+    from_mean = pipe(request(init_image, seed=21, steps=1, denoising_strength=0.0))
+    assert not np.array_equal(pixels(sampled.images[0]), pixels(from_mean.images[0]))
 
 
 @pytest.mark.parametrize(("cfg_scale", "unet_batch"), [(7.0, 4), (1.0, 2)])
@@ -263,7 +279,8 @@ def test_legacy_sampler_name_sets_the_schedule(pipe, init_image):
     assert "Sampler: DPM++ 2M, Schedule type: Exponential" in legacy.infotexts[0]
 
 
-def test_variation_seed_keeps_the_seed_and_counts_the_variation_seed(pipe, init_image):
+def test_variation_seed_keeps_the_seed_and_counts_the_variation_seed(pipe, init_image, monkeypatch):
+    monkeypatch.setattr(pipeline, "init_encoding_noise", lambda seeds, size: None)  # per image, as above
     job = request(init_image, seed=3, variation_seed=50, variation_strength=0.4, batch_size=2)
     result = pipe(job)
     assert result.seeds == [3, 3]

@@ -7,8 +7,9 @@
 What a call does, in A1111 v1.10.1's order and with its semantics:
 1. the depth map of the init image (own map | cache | estimator, see `depth_source`), adjusted;
    the estimator visits the GPU only for that and goes back to the CPU;
-2. the init image fitted to the size (A1111's resize modes) and VAE-encoded; the mask blurred,
-   fitted and reduced to the latent size (rounded to 0/1, as A1111 does);
+2. the init image fitted to the size (A1111's resize modes) and VAE-encoded to a posterior
+   sample, as A1111 does (`init_encoding_noise`); the mask blurred, fitted and reduced to the
+   latent size (rounded to 0/1, as A1111 does);
 3. A1111's noise (`samplers.ImageNoise`): one generator per image seeded `seed + index`, with
    its variation seed, eta noise seed delta and "RNG" source; the init latent noised to the first
    level of A1111's img2img plan for the sampler and schedule type (no init image: pure noise);
@@ -271,8 +272,8 @@ class Depth2ImgPipeline:
         init_pixels = init_latent = mask = None
         if request.init_image is not None:
             init_pixels = _fit_rgb(request.init_image, (width, height), request.resize_mode)
-            init_latent = self.model.encode_images(_to_model_input(init_pixels, self.device))
-            init_latent = init_latent.expand(batch, -1, -1, -1)
+            pixels = _to_model_input(init_pixels, self.device).expand(batch, -1, -1, -1)
+            init_latent = self.model.encode_images(pixels, init_encoding_noise(seeds, latent_size))
         if request.mask is not None:
             mask = _Mask(request.mask, (width, height), request.resize_mode, request.mask_blur, self.device)
 
@@ -418,6 +419,20 @@ def batch_seeds(request: GenerationRequest) -> tuple[list[int], list[int]]:
     varied = request.variation_strength != 0
     indices = range(request.batch_size)
     return [seed + (0 if varied else i) for i in indices], [variation_seed + i for i in indices]
+
+
+def init_encoding_noise(seeds: list[int], latent_size: tuple[int, int]) -> torch.Tensor:
+    """The noise of A1111's init-image encoding, one draw per batch image, on the CPU.
+
+    A1111 encodes the init image to a sample of the VAE posterior, drawn from torch's global
+    generator, which its previous job left seeded with that job's last seed (`ImageRNG` seeds it
+    for every image). Rendering again what A1111 rendered is that case: the previous job was the
+    same job, so the generator starts at this batch's last seed. (A1111's very first job after
+    start draws from whatever state start-up left; that image it cannot reproduce itself.)
+    """
+    generator = torch.Generator("cpu").manual_seed(int(seeds[-1]))
+    shape = (1, LATENT_CHANNELS, *latent_size)
+    return torch.cat([torch.randn(shape, generator=generator) for _ in seeds])
 
 
 def resolve_seed(seed: int) -> int:
