@@ -18,7 +18,7 @@ import torch
 from lib_depth2img.engine.denoiser import GuidedDenoiser
 from lib_depth2img.engine.samplers import ImageNoise, choose_sampler, plan_for, run_sampler
 from lib_depth2img.engine.schedule import NoiseSchedule
-from tests.support.tiny_eps import tiny_eps
+from support.tiny_eps import tiny_eps
 
 REFERENCE = Path(__file__).parent / "data/a1111_samplers.npz"
 DATA = np.load(REFERENCE)
