@@ -30,7 +30,7 @@ from .preview import PreviewWiring
 
 TITLE = infotext_xyz.TITLE
 JOB_ATTRIBUTE = "depth2img_job"
-SHADOWED_METHODS = ("depth2img_image_conditioning", "txt2img_image_conditioning", "init")
+SHADOWED_METHODS = ("img2img_image_conditioning", "txt2img_image_conditioning", "init")
 DEPTH_SUFFIX = "-depth"
 
 
@@ -148,7 +148,7 @@ class DepthJob:
         target = checkpoint_swap.choose_depth_checkpoint(args.checkpoint, checkpoint_swap.job_checkpoint(p))
         previous_override = checkpoint_swap.override_checkpoint(p, target)
         conditioner = DepthConditioner(p, args)
-        p.depth2img_image_conditioning = conditioner.depth2img_image_conditioning
+        p.img2img_image_conditioning = conditioner.img2img_image_conditioning
         if is_txt2img:
             p.txt2img_image_conditioning = conditioner.txt2img_image_conditioning
         p.extra_generation_params.update(args.to_infotext())
