@@ -58,7 +58,7 @@ STATUS_BY_ERROR = (
 MAX_SIDE = 8192
 
 
-class DepthRequest(BaseModel):
+class DepthRequest(BaseModel, extra="forbid"):  # pydantic 1 (A1111) and 2 alike
     image: str | None = Field(None, description="Init image, base64; may be left out with args.depth_image.")
     args: dict[str, Any] = Field(default_factory=dict, description="Depth2imgArgs fields by name.")
     bit_depth: Literal[8, 16] = Field(8, description="8: a gray PNG to look at; 16: every level kept.")
@@ -71,9 +71,6 @@ class DepthRequest(BaseModel):
     inpaint_full_res_padding: int = Field(32, ge=0, le=MAX_SIDE, description="Only masked padding, pixels.")
     mask_blur: int = Field(4, ge=0, le=64, description="Mask blur, pixels (changes the Only masked region).")
     inpainting_mask_invert: bool = Field(False, description="Mask mode: Inpaint not masked.")
-
-    class Config:
-        extra = "forbid"
 
 
 class DepthResponse(BaseModel):
@@ -90,11 +87,8 @@ class ModelsResponse(BaseModel):
     cache: dict[str, Any]
 
 
-class InstallRequest(BaseModel):
+class InstallRequest(BaseModel, extra="forbid"):
     format: Literal[FORMATS] = DEFAULT_FORMAT  # type: ignore[valid-type]
-
-    class Config:
-        extra = "forbid"
 
 
 class InstallResponse(BaseModel):
@@ -102,11 +96,8 @@ class InstallResponse(BaseModel):
     checkpoints: list[str]
 
 
-class InstallEstimatorRequest(BaseModel):
+class InstallEstimatorRequest(BaseModel, extra="forbid"):
     estimator: str = Field(description="An estimator with an official download, e.g. depth_anything_v2_vits.")
-
-    class Config:
-        extra = "forbid"
 
 
 class InstallEstimatorResponse(BaseModel):
