@@ -36,7 +36,8 @@ HOST_STACKS = {
 SHARED_PINS = ("numpy", "pillow")
 """Held at this environment's versions, so the stack's dependencies cannot move them."""
 TESTS = ("tests/test_panel.py", "tests/test_app.py", "tests/test_webui_api.py", "tests/test_webui_preview.py",
-         "tests/test_webui_script_geometry.py", "tests/test_webui_script_job.py", "tests/test_webui_script_ui.py")
+         "tests/test_webui_script_geometry.py", "tests/test_webui_script_job.py", "tests/test_webui_script_ui.py",
+         "tests/test_webui_forge.py")
 INSTALL_TIMEOUT = 900
 RUN_TIMEOUT = 900
 
