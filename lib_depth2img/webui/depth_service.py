@@ -11,8 +11,8 @@ any other estimator of the registry loaded from its release file where users alr
 ControlNet's annotator folders. While the loaded model is that depth checkpoint, "embedded" runs
 the model's own MiDaS (`sd_model.depth_model`, under A1111's memory handling) and no second
 copy stays in memory; Forge drops the checkpoint's MiDaS when it loads the model, so there
-"embedded" is always read from the checkpoint file. Previews and the HTTP route wait for A1111's queue like its own GPU calls,
-report progress to its progress bar and stop on Interrupt.
+"embedded" is always read from the checkpoint file. Previews and the HTTP route wait for the
+WebUI's queue like its own GPU calls, report progress to its progress bar and stop on Interrupt.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ import importlib.util
 from typing import Any
 
 IS_FORGE = importlib.util.find_spec("modules_forge") is not None
-HOST_NAME = "Forge" if IS_FORGE else "A1111"
 DEPTH_UNET_IN_CHANNELS = 5  # 4 latent channels + 1 depth
 ADDITIONAL_MODULES_OPTION = "forge_additional_modules"
 """Forge's "VAE / Text Encoder" choice: files merged into whatever checkpoint is loaded."""
