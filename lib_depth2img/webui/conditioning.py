@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from modules import devices
 
 from ..args import Depth2imgArgs
 from ..depthmap import depth_conditioning
@@ -45,6 +46,7 @@ class DepthConditioner:
         p = self.p
         if not host.is_depth_model(p.sd_model):
             return type(p).img2img_image_conditioning(p, source_image, latent_image, image_mask, round_image_mask)
+        source_image = devices.cond_cast_float(source_image)  # as the host's own method starts
         if getattr(p, "init_images", None) and not p.is_hr_pass:
             results = depth_service.depth_results(p.init_images, self.args, geometry=job_geometry(p))
             depths = self._keep([result.depth for result in results])

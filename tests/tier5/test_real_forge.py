@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import save_file
 from support.webui import (
     BASE_CHECKPOINT,
     DEPTH_CHECKPOINT,
@@ -51,6 +53,9 @@ JOB = {"prompt": "a room", "seed": 1234, "steps": 2, "width": SIZE, "height": SI
 UNFIT_CONDITIONING = "to have 5 channels, but got 9"  # Forge's inpainting conditioning on the depth UNet
 MAX_RUN_TO_RUN_MEAN = 1.0  # levels of 255, as for A1111: multi-threaded float sums differ run to run
 MAX_RUN_TO_RUN_LEVELS = 8
+EXTRA_VAE = "depth2img-test-vae.safetensors"
+"""A VAE file in Forge's models/VAE for its "VAE / Text Encoder" choice; its one tensor would
+break any model it were merged into."""
 
 
 def png_b64(image: Image.Image) -> str:
@@ -112,10 +117,17 @@ def reference(tmp_path_factory) -> dict[str, tuple[int, dict]]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    """Forge with the extension; a test that also wants `reference` must ask for it first."""
+    """Forge with the extension (and EXTRA_VAE offered, as Forge lists modules at start-up); a test
+    that also wants `reference` must ask for it first."""
     log_path = tmp_path_factory.mktemp("logs") / "forge-with-extension.log"
-    with extension_installed(FORGE_DIR, kind=FORGE), running_server(FORGE_DIR, log_path, FORGE) as server:
-        yield server
+    vae = FORGE_DIR / "models" / "VAE" / EXTRA_VAE
+    vae.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(vae))
+    try:
+        with extension_installed(FORGE_DIR, kind=FORGE), running_server(FORGE_DIR, log_path, FORGE) as server:
+            yield server
+    finally:
+        vae.unlink()
 
 
 def selected_model_name(server: Server) -> str:
@@ -187,6 +199,32 @@ def test_txt2img_from_a_depth_map(server):
     assert "Model: 512-depth-ema" in infotext(answer)
     assert np.isfinite(pixels(answer["images"][0])).all()
     assert selected_model_name(server) == Path(BASE_CHECKPOINT).stem
+
+
+def test_txt2img_hires_fix_conditions_both_passes(server):
+    status, answer = server.post("/sdapi/v1/txt2img", {
+        **JOB, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
+        "denoising_strength": 0.6, "alwayson_scripts": {
+            "Depth2img": {"args": [{"enabled": True, "depth_image": png_b64(depth_ramp(vertical=True))}]}}})
+    assert status == 200, answer
+    result = pixels(answer["images"][0])
+    assert result.shape == (2 * SIZE, 2 * SIZE, 3) and np.isfinite(result).all()
+    assert "Model: 512-depth-ema" in infotext(answer)
+
+
+def test_forges_extra_modules_are_left_out_of_the_depth_job_and_kept(server):
+    status, answer = server.post("/sdapi/v1/options", {"forge_additional_modules": [EXTRA_VAE]})
+    assert status == 200, answer
+    try:
+        status, answer = server.post("/sdapi/v1/img2img", job({"enabled": True}))
+        assert status == 200, answer
+        assert "Model: 512-depth-ema" in infotext(answer) and "Module 1" not in infotext(answer)
+        result = pixels(answer["images"][0])
+        assert np.isfinite(result).all() and result.std() > 1.0
+        chosen = server.get("/sdapi/v1/options")[1]["forge_additional_modules"]
+        assert [Path(module).name for module in chosen] == [EXTRA_VAE]
+    finally:
+        server.post("/sdapi/v1/options", {"forge_additional_modules": []})
 
 
 def test_txt2img_without_a_depth_map_is_a_422_with_the_message(server):
