@@ -202,9 +202,11 @@ def test_txt2img_from_a_depth_map(server):
 
 
 def test_txt2img_hires_fix_conditions_both_passes(server):
+    """Forge's API fails any hires job that leaves out `hr_additional_modules` (it tests membership
+    in None), so the body names Forge's UI default."""
     status, answer = server.post("/sdapi/v1/txt2img", {
         **JOB, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
-        "denoising_strength": 0.6, "alwayson_scripts": {
+        "hr_additional_modules": ["Use same choices"], "denoising_strength": 0.6, "alwayson_scripts": {
             "Depth2img": {"args": [{"enabled": True, "depth_image": png_b64(depth_ramp(vertical=True))}]}}})
     assert status == 200, answer
     result = pixels(answer["images"][0])
