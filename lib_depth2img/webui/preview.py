@@ -25,7 +25,7 @@ from ..ui.panel import DepthPanel, PreviewSource, selected_image, wire_preview
 from . import host
 
 INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")
-"""A1111's img2img init-image components, in the order of its sub-tabs (Batch has none)."""
+"""The img2img init-image elem_ids (A1111's images, Forge's canvases), in sub-tab order (Batch has none)."""
 SKETCH_TAB, INPAINT_TAB, INPAINT_SKETCH_TAB, INPAINT_UPLOAD_TAB = 1, 2, 3, 4
 FORGE_CANVAS_LAYERS = {"logical_image_foreground": "foreground", "logical_image_background": "background"}
 """Forge's hidden fields of a canvas, by class: what the user drew, and the image under it."""
