@@ -18,6 +18,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
+from support.gradio_events import event_of, output_file, output_image, page_scripts, sent
 
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.cli import build_parser
@@ -32,7 +33,6 @@ from lib_depth2img.ui import app as app_module
 from lib_depth2img.ui import engine_services
 from lib_depth2img.ui.app import DEMO_BANNER, JOB_CONTROLS, DepthApp, build_app
 from lib_depth2img.ui.engine_services import DEMO_CHECKPOINT_NAME, EngineServices, ensure_demo_checkpoint
-from support.gradio_events import event_of, output_file, output_image, page_scripts, sent
 
 SIZE = 64
 

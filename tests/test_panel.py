@@ -16,13 +16,19 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
+from support.gradio_events import choice_values, event_of, page_scripts, upload
 
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.depth_cache import DepthCache
 from lib_depth2img.depth_source import DepthResult, depth_for_image
 from lib_depth2img.geometry import Geometry, GeometryRequest
-from lib_depth2img.ui.panel import NO_CHECKPOINT_MESSAGE, HostWidgets, PreviewSource, build_panel, wire_preview
-from support.gradio_events import choice_values, event_of, page_scripts, upload
+from lib_depth2img.ui.panel import (
+    NO_CHECKPOINT_MESSAGE,
+    HostWidgets,
+    PreviewSource,
+    build_panel,
+    wire_preview,
+)
 
 JS_FILE = Path(__file__).resolve().parent.parent / "javascript" / "depth2img.js"
 CHECKPOINT_TITLE = "512-depth-ema.safetensors [ece79d931a]"

@@ -32,7 +32,6 @@ import gradio as gr
 from ..args import Depth2imgArgs
 from ..cli.generate import REQUEST_DEFAULTS
 from ..depthmap import depth_to_16bit
-from ..geometry import RESIZE_MODES, GeometryRequest
 from ..engine.pipeline import (
     MAX_BATCH,
     MAX_CFG_SCALE,
@@ -44,6 +43,7 @@ from ..engine.pipeline import (
 )
 from ..engine.samplers import SAMPLER_NAMES
 from ..errors import Depth2imgError
+from ..geometry import RESIZE_MODES, GeometryRequest
 from ..images import load_image, make_output_folder, save_atomically
 from ..infotext import png_info
 from .engine_services import EngineServices, load_init_image
