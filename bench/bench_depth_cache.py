@@ -9,7 +9,10 @@ by side in one run at the estimator's 384 resolution and printed as ratios:
   `depth_source`, as a preview click followed by Generate would;
 - a batch of 4 identical init images through `depth_source` (one estimate) against what A1111
   v1.10 does natively (MiDaS on every batch item): one forward of 4 copies, and 4 separate
-  estimates.
+  estimates;
+- a preview of a 12 MP photo with a job's geometry (Crop and resize to 512 x 384): a miss, and the
+  hit a second click or Generate gets (the photo is still resized, then hashed), with the size of
+  one cache entry at the generation size against one at the photo's size.
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt
 from lib_depth2img.depth.preprocess import to_depth_map, to_network_input
 from lib_depth2img.depth_cache import DepthCache
 from lib_depth2img.depth_source import DepthOrigin, depth_for_image, depth_for_images
+from lib_depth2img.geometry import Geometry
 
 BATCH = 4
+PHOTO_SIZE = (4000, 3000)
+JOB_GEOMETRY = Geometry(512, 384, resize_mode=1)
 
 
 def scene(size: int) -> Image.Image:
@@ -113,12 +119,29 @@ def main() -> None:
     native_batch_s = seconds(lambda: a1111_native_batch(estimator, copies), options.repeats)
     separate_s = seconds(lambda: [estimator.estimate(copy) for copy in copies], options.repeats)
 
+    photo = scene(max(PHOTO_SIZE)).crop((0, 0, *PHOTO_SIZE))
+    photo_cache = DepthCache()
+
+    def photo_miss() -> None:
+        photo_cache.clear()
+        result = depth_for_image(photo, settings, load, photo_cache, geometry=JOB_GEOMETRY)
+        assert result.origin is DepthOrigin.ESTIMATOR
+
+    def photo_hit() -> None:
+        result = depth_for_image(photo, settings, load, photo_cache, geometry=JOB_GEOMETRY)
+        assert result.origin is DepthOrigin.CACHE
+
+    photo_miss_s = seconds(photo_miss, options.repeats)
+    photo_hit_s = seconds(photo_hit, max(options.repeats, 5))
+
     rows = [
         ("cache miss (estimate + normalise)", miss_s),
         ("cache hit (hash + normalise)", hit_s),
         (f"batch of {BATCH} copies via depth_source", ours_s),
         (f"A1111 native: one forward of {BATCH} copies", native_batch_s),
         (f"{BATCH} separate estimates", separate_s),
+        ("12 MP photo -> 512x384 preview, miss", photo_miss_s),
+        ("12 MP photo -> 512x384 preview, hit", photo_hit_s),
     ]
     for label, value in rows:
         print(f"{label:<45} {value * 1000:9.1f} ms")
@@ -126,6 +149,11 @@ def main() -> None:
     print(f"miss / hit:                                   {miss_s / hit_s:8.1f}x")
     print(f"A1111 native batch / depth_source batch:      {native_batch_s / ours_s:8.2f}x")
     print(f"{BATCH} separate estimates / depth_source batch:   {separate_s / ours_s:8.2f}x")
+    print(f"12 MP preview miss / hit:                     {photo_miss_s / photo_hit_s:8.1f}x")
+    entry_mib = photo_cache.nbytes / 2**20
+    photo_mib = PHOTO_SIZE[0] * PHOTO_SIZE[1] * 4 / 2**20
+    print(f"cache entry of the 12 MP photo: {entry_mib:.2f} MiB at the generation size "
+          f"({photo_mib:.0f} MiB at the photo's size, {photo_mib / entry_mib:.0f}x more)")
 
 
 if __name__ == "__main__":

@@ -67,13 +67,15 @@ class Depth2imgArgs:
         "non-commercial.",
     )
     net_size: int = _setting(
-        0, "Estimator resolution", f"{INFOTEXT_PREFIX} resolution", minimum=0, maximum=2048, step=32,
+        0, "Estimator resolution", f"{INFOTEXT_PREFIX} resolution", minimum=0, maximum=1024, step=32,
         hint="0: the estimator's own (384, 512 for BEiT-L-512, 518 for Depth Anything). Larger sees finer "
-        "detail, slower. Depth Anything works at multiples of 14 and rounds other values (512 -> 518).",
+        "detail, slower; up to 1024 (768 for BEiT-L-512). Depth Anything works at multiples of 14 and "
+        "rounds other values (512 -> 518).",
     )
     depth_image: Any = _setting(
         None, "Your own depth map",
-        hint="White = near. 8- or 16-bit; replaces the estimated depth.",
+        hint="White = near. 8- or 16-bit; replaces the estimated depth. It describes the whole init image "
+        "and is cropped and resized with it.",
     )
     depth_folder: str = _setting(
         "", "Depth maps folder (batch tab)",
@@ -95,7 +97,8 @@ class Depth2imgArgs:
     )
     blur: float = _setting(
         0.0, "Blur radius", f"{INFOTEXT_PREFIX} blur", minimum=0.0, maximum=64.0, step=0.5,
-        hint="Gaussian blur in pixels of the image; softens hard depth edges.",
+        hint="Gaussian blur in pixels of the generated image (the depth map the preview shows); softens "
+        "hard depth edges.",
     )
     append_depth: bool = _setting(False, "Add depth map to results")
     save_depth: bool = _setting(False, "Save depth map beside results")
@@ -140,6 +143,12 @@ class Depth2imgArgs:
         return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
 
     @classmethod
+    def coerce(cls, name: str, value: Any) -> Any:
+        """Field `name`'s value from the UI, the API or the infotext, as its type and inside its
+        bounds (None: the default); `SettingsError` says what is wrong."""
+        return _coerce(next(f for f in dataclasses.fields(cls) if f.name == name), value)
+
+    @classmethod
     def from_infotext(cls, params: Mapping[str, str]) -> Depth2imgArgs | None:
         """Settings from PNG-info key/values, or None when the image was not made with depth2img."""
         if params.get(INFOTEXT_PREFIX) is None:
@@ -159,6 +168,10 @@ class Depth2imgArgs:
             if spec.infotext is not None and value != "":
                 entries[spec.infotext] = _format(value)
         return entries
+
+    def values(self) -> list[Any]:
+        """The script's positional args, in field order."""
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
     @property
     def adjustments(self) -> DepthAdjustments:

@@ -24,3 +24,7 @@ class SettingsError(Depth2imgError):
 
 class Interrupted(Depth2imgError):
     """The user stopped the work (A1111's Interrupt) before it finished."""
+
+
+class AccessDenied(Depth2imgError):
+    """Something this server's owner has turned off for remote users, such as downloading models."""

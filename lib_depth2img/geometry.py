@@ -120,7 +120,7 @@ def resize_image(resize_mode: int, image: Image.Image, width: int, height: int) 
     """
     (scaled_width, scaled_height), (left, top) = resize_geometry(image.size, (width, height), resize_mode)
     resized = image.resize((scaled_width, scaled_height), resample=Image.Resampling.LANCZOS)
-    if (left, top) == (0, 0) and resized.size == (width, height):
+    if resize_mode in (0, 3):
         return resized
     result = Image.new("RGB", (width, height))
     result.paste(resized, box=(left, top))

@@ -36,7 +36,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 """File name endings taken as images when a whole folder is given."""
 
-_DATA_URL = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
+_DATA_URL = re.compile(r"^data:([^,;]*)[^,]*?;base64,", re.IGNORECASE)
+_LOOKS_LIKE_A_PATH = re.compile(r"^(~|\.{0,2}/|[A-Za-z]:[\\/])|\.[A-Za-z]{2,5}$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
 _MIN_BASE64_LENGTH = 64  # the smallest PNG is ~70 bytes; shorter strings are meant as paths
 _PILLOW_PIXEL_COUNT = re.compile(r"\((\d+) pixels\)")
@@ -63,13 +64,23 @@ def load_image(
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _decode(io.BytesIO(bytes(source)), label, max_megapixels)
     if isinstance(source, str) and _is_base64(source):
-        return _decode(_base64_bytes(_DATA_URL.sub("", source, count=1), label), label, max_megapixels)
+        return load_base64_image(source, max_megapixels=max_megapixels, name=label)
     if isinstance(source, (str, os.PathLike)):
         return _decode(_read_file(os.fspath(source), label), label, max_megapixels)
     raise ImageError(
         f"{label}: cannot read an image from a {type(source).__name__}; "
         "give a file path, bytes, a base64 string, a numpy array or a PIL image."
     )
+
+
+def load_base64_image(
+    encoded: str, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, name: str = "the image"
+) -> Image.Image:
+    """Decode a base64 image (a `data:image/...;base64,` prefix allowed) as `load_image` does.
+
+    Strictly base64: the string is never taken as a file name, which is what an HTTP API needs.
+    """
+    return _decode(_base64_bytes(encoded, name), name, max_megapixels)
 
 
 def load_depth_map(
@@ -259,9 +270,25 @@ def _is_base64(text: str) -> bool:
 
 
 def _base64_bytes(text: str, label: str) -> io.BytesIO:
+    """The bytes of base64 `text`, after its data-URL prefix, which must name an image type."""
+    text = text.strip()
+    prefix = _DATA_URL.match(text)
+    if prefix is not None:
+        mime = prefix.group(1).lower()
+        if mime and not mime.startswith("image/"):
+            raise ImageError(
+                f"{label}: the data URL says {mime}, not an image; send an image file "
+                "(data:image/png;base64,...), or the base64 text alone."
+            )
+        text = text[prefix.end():]
     try:
         return io.BytesIO(base64.b64decode("".join(text.split()), validate=True))
     except (binascii.Error, ValueError):
+        if _LOOKS_LIKE_A_PATH.search(text):
+            raise ImageError(
+                f"{label}: looks like a file path; images are taken as base64 only, never read from the "
+                "server's disk: send the file's bytes base64-encoded."
+            ) from None
         raise ImageError(f"{label}: not valid base64; send the image file's bytes base64-encoded.") from None
 
 

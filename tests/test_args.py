@@ -54,7 +54,7 @@ def test_unknown_settings_are_listed_with_the_known_ones():
     [
         ("gamma", 0.0, r"'gamma' \(Gamma\) must be between 0\.1 and 10, got 0"),
         ("blur", 65, r"'blur' \(Blur radius\) must be between 0 and 64, got 65"),
-        ("net_size", 4096, r"'net_size' \(Estimator resolution\) must be between 0 and 2048"),
+        ("net_size", 4096, r"'net_size' \(Estimator resolution\) must be between 0 and 1024"),
         ("far_clip", float("nan"), r"'far_clip' \(Far clip\) must be between 0 and 1, got nan"),
         ("net_size", 384.5, r"'net_size' \(Estimator resolution\) must be int, got 384\.5"),
         ("gamma", "steep", r"'gamma' \(Gamma\) must be float, got 'steep'"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from lib_depth2img.cli import main
 from lib_depth2img.cli.generate import natural_key
@@ -225,3 +225,65 @@ def test_bad_checkpoint_fails_clearly_and_writes_nothing(tmp_path, capsys, conte
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "model.safetensors" in err[0]
     assert files(tmp_path / "out") == []
+
+
+# -- --params-from -------------------------------------------------------------------------------------
+
+
+def test_params_from_an_engine_png_renders_the_same_image(ckpt, tmp_path):
+    """Round trip: every parameter of the first PNG (the sampler, schedule type, variation seed,
+    ENSD, depth settings ...) comes back from its info, so the second render is byte-identical."""
+    init = save(noise_image(4), tmp_path / "in.png")
+    first = ["--init", str(init), "--seed", "11", "--sampler", "Euler a", "--schedule-type", "Karras",
+             "--variation-seed", "3", "--variation-strength", "0.4", "--ensd", "7", "--gamma", "1.5",
+             "--strength", "0.9", "--cfg", "5.5", "--negative", "fog"]
+    assert generate(ckpt, tmp_path / "a", *first) == 0
+    png = tmp_path / "a/in-11.png"
+    assert main(["generate", "--ckpt", str(ckpt), "--params-from", str(png), "--init", str(init),
+                 "-o", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b/in-11.png").read_bytes() == png.read_bytes()
+    params = Infotext.parse(read_infotext(png)).params
+    assert {key: params[key] for key in ("Sampler", "Schedule type", "Variation seed", "ENSD", "RNG",
+                                         "Depth2img gamma")} == {
+        "Sampler": "Euler a", "Schedule type": "Karras", "Variation seed": "3", "ENSD": "7", "RNG": "CPU",
+        "Depth2img gamma": "1.5"}
+
+
+def test_flags_override_params_from(ckpt, tmp_path):
+    init = save(noise_image(5), tmp_path / "in.png")
+    assert generate(ckpt, tmp_path / "a", "--init", str(init), "--seed", "11", "--sampler", "Heun") == 0
+    assert main(["generate", "--ckpt", str(ckpt), "--params-from", str(tmp_path / "a/in-11.png"), "--init",
+                 str(init), "--seed", "12", "--steps", "1", "--invert", "-o", str(tmp_path / "b")]) == 0
+    info = Infotext.parse(read_infotext(tmp_path / "b/in-12.png"))
+    params = info.params
+    assert info.prompt == "a castle, at night"  # from the PNG
+    assert (params["Seed"], params["Steps"], params["Sampler"], params["Depth2img invert"]) == (
+        "12", "1", "Heun", "True")
+
+
+def test_params_from_names_what_it_cannot_honour(ckpt, tmp_path, capsys):
+    init = save(noise_image(6), tmp_path / "in.png")
+    a1111 = Image.new("RGB", (64, 64))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a room <lora:film:1>\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 3, "
+                                "Size: 64x64, Hires upscale: 2, Refiner: xl_refiner, Denoising strength: 0.5")
+    a1111.save(tmp_path / "a1111.png", pnginfo=info)
+    args = ["generate", "--ckpt", str(ckpt), "--params-from", str(tmp_path / "a1111.png"), "--init", str(init),
+            "-o", str(tmp_path / "out")]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    for entry in ("Hires upscale: 2", "Refiner: xl_refiner", "<lora:film:1>", "--ignore-unsupported"):
+        assert entry in error
+    assert files(tmp_path / "out") == []
+    assert main([*args, "--ignore-unsupported"]) == 0
+    assert "warning:" in capsys.readouterr().err and files(tmp_path / "out") == ["in-3.png"]
+
+
+def test_a_folder_of_frames_with_one_seed_or_seed_plus_index(ckpt, tmp_path):
+    for index in range(3):
+        save(noise_image(10 + index), tmp_path / "frames" / f"frame{index}.png")
+    assert generate(ckpt, tmp_path / "same", "--init", str(tmp_path / "frames"), "--seed", "5", "--steps", "1") == 0
+    assert files(tmp_path / "same") == ["frame0-5.png", "frame1-5.png", "frame2-5.png"]
+    assert generate(ckpt, tmp_path / "index", "--init", str(tmp_path / "frames"), "--seed", "5", "--steps", "1",
+                    "--frame-seed", "index") == 0
+    assert files(tmp_path / "index") == ["frame0-5.png", "frame1-6.png", "frame2-7.png"]

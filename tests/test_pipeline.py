@@ -14,8 +14,9 @@ from PIL import Image
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.depthmap import normalize_depth
 from lib_depth2img.engine import write_demo_checkpoint
-from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest
-from lib_depth2img.engine.samplers import GenerationCancelled
+from lib_depth2img.engine import pipeline
+from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest, _to_pil
+from lib_depth2img.engine.samplers import SAMPLER_NAMES, GenerationCancelled, choose_sampler
 from lib_depth2img.errors import SettingsError
 from lib_depth2img.infotext import Infotext
 
@@ -68,7 +69,10 @@ def pixels(image: Image.Image) -> np.ndarray:
         ({"batch_size": 17}, "Batch size"),
         ({"cfg_scale": float("nan")}, "CFG scale"),
         ({"seed": -2}, "Seed"),
-        ({"sampler": "LMS"}, "Unknown sampler"),
+        ({"sampler": "UniPC"}, "Unknown sampler"),
+        ({"schedule_type": "Beta"}, "Unknown schedule type"),
+        ({"rng": "NV"}, "RNG"),
+        ({"variation_strength": 2.0}, "Variation strength"),
         ({"resize_mode": 7}, "Resize mode"),
         ({"mask": Image.new("L", (32, 64))}, "mask is 32x64 but the init image is 64x64"),
     ],
@@ -110,13 +114,28 @@ def test_img2img_is_reproducible_and_seed_dependent(pipe, init_image):
     assert not np.array_equal(pixels(first.images[0]), pixels(other.images[0]))
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DDIM"])
-def test_batch_image_equals_a_single_run_with_seed_plus_index(pipe, init_image, sampler):
+@pytest.mark.parametrize("sampler", ["Euler a", "DDIM", "DPM++ SDE"])
+def test_batch_image_equals_a_single_run_with_seed_plus_index(pipe, init_image, sampler, monkeypatch):
+    """The sampling noise is per image; only A1111's init-image encoding draws from one generator
+    for the batch (see the next test), so it is taken as the posterior mean here."""
+    monkeypatch.setattr(pipeline, "init_encoding_noise", lambda seeds, size: None)
     batch = pipe(request(init_image, seed=20, batch_size=2, sampler=sampler))
     single = pipe(request(init_image, seed=21, sampler=sampler))
     assert batch.seeds == [20, 21]
     assert np.abs(pixels(batch.images[1]) - pixels(single.images[0])).max() <= 1  # batched float rounding
     assert not np.array_equal(pixels(batch.images[0]), pixels(batch.images[1]))
+
+
+def test_init_image_is_encoded_to_a1111s_posterior_sample(pipe, init_image, monkeypatch):
+    """A1111 draws the posterior noise from torch's global generator, left seeded with the previous
+    job's last seed: a re-run of the same batch draws from its own last seed, one draw per image."""
+    noise = pipeline.init_encoding_noise([20, 21], (8, 8))
+    generator = torch.Generator().manual_seed(21)
+    assert torch.equal(noise, torch.cat([torch.randn((1, 4, 8, 8), generator=generator) for _ in range(2)]))
+    sampled = pipe(request(init_image, seed=21, steps=1, denoising_strength=0.0))
+    monkeypatch.setattr(pipeline, "init_encoding_noise", lambda seeds, size: None)
+    from_mean = pipe(request(init_image, seed=21, steps=1, denoising_strength=0.0))
+    assert not np.array_equal(pixels(sampled.images[0]), pixels(from_mean.images[0]))
 
 
 @pytest.mark.parametrize(("cfg_scale", "unet_batch"), [(7.0, 4), (1.0, 2)])
@@ -243,6 +262,53 @@ def test_estimator_visits_the_device_only_to_estimate(pipe, init_image, monkeypa
     assert events == [("to", "cpu")]  # waits on the CPU from the start
     offloading(request(init_image, steps=1))
     assert events[1:] == [("to", "cpu"), ("estimate",), ("to", "cpu"), ("empty_cache",)]
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_every_sampler_makes_an_image_and_says_so(pipe, init_image, sampler):
+    result = pipe(request(init_image, sampler=sampler, steps=2, denoising_strength=0.9))
+    params = Infotext.parse(result.infotexts[0]).params
+    assert params["Sampler"] == sampler and params["RNG"] == "CPU"
+    assert params["Schedule type"] == choose_sampler(sampler).infotext_schedule_type
+    assert np.ptp(pixels(result.images[0])) > 0
+
+
+def test_legacy_sampler_name_sets_the_schedule(pipe, init_image):
+    legacy = pipe(request(init_image, sampler="DPM++ 2M Exponential"))
+    named = pipe(request(init_image, sampler="DPM++ 2M", schedule_type="Exponential"))
+    karras = pipe(request(init_image, sampler="DPM++ 2M"))
+    assert np.array_equal(pixels(legacy.images[0]), pixels(named.images[0]))
+    assert not np.array_equal(pixels(legacy.images[0]), pixels(karras.images[0]))
+    assert "Sampler: DPM++ 2M, Schedule type: Exponential" in legacy.infotexts[0]
+
+
+def test_variation_seed_keeps_the_seed_and_counts_the_variation_seed(pipe, init_image, monkeypatch):
+    monkeypatch.setattr(pipeline, "init_encoding_noise", lambda seeds, size: None)  # per image, as above
+    job = request(init_image, seed=3, variation_seed=50, variation_strength=0.4, batch_size=2)
+    result = pipe(job)
+    assert result.seeds == [3, 3]
+    params = [Infotext.parse(text).params for text in result.infotexts]
+    assert [(p["Seed"], p["Variation seed"], p["Variation seed strength"]) for p in params] == [
+        ("3", "50", "0.4"), ("3", "51", "0.4")]
+    single = pipe(request(init_image, seed=3, variation_seed=51, variation_strength=0.4))
+    assert np.abs(pixels(result.images[1]) - pixels(single.images[0])).max() <= 1
+    plain = pipe(request(init_image, seed=3))
+    assert not np.array_equal(pixels(result.images[0]), pixels(plain.images[0]))
+
+
+def test_eta_noise_seed_delta_changes_only_ancestral_samplers(pipe, init_image):
+    for sampler, changes in (("Euler a", True), ("Euler", False)):
+        plain = pipe(request(init_image, sampler=sampler, seed=9))
+        delta = pipe(request(init_image, sampler=sampler, seed=9, eta_noise_seed_delta=31337))
+        assert (not np.array_equal(pixels(plain.images[0]), pixels(delta.images[0]))) == changes
+        assert ("ENSD: 31337" in delta.infotexts[0]) == changes
+
+
+def test_pixels_are_truncated_as_a1111_makes_them():
+    """A1111: clamp((x + 1) / 2, 0, 1) * 255, then astype(uint8): 254.9 becomes 254, not 255."""
+    values = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0]).view(1, 1, 1, 6).expand(1, 3, 1, 6)
+    (image,) = _to_pil(values * 1.0)
+    assert np.asarray(image)[0, :, 0].tolist() == [0, 0, 127, 254, 255, 255]
 
 
 def test_infotext_of_each_image(pipe, init_image, checkpoint):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from test_panel import CHECKPOINT_TITLE, StandInServices
 
+from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.depth.estimator import DepthEstimator
 from lib_depth2img.depth.weights import write_tiny_depth_weights
 from lib_depth2img.errors import WeightsError
@@ -91,32 +93,6 @@ def test_own_16_bit_map_comes_back_with_every_level(client):
         assert np.array_equal(np.asarray(image), levels)
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "message"),
-    [
-        ({"image": "not base64 at all!"}, 400, "image: not valid base64"),
-        ({"image": base64.b64encode(b"plain text, no image " * 8).decode()}, 400, "image: not an image"),
-        ({"args": {"depth_image": "/etc/hostname"}}, 400, "args.depth_image: not valid base64"),
-        ({"args": {"depth_image": 42}}, 422, "'depth_image' must be a base64-encoded image"),
-        ({"args": {"gama": 2}}, 422, "unknown setting(s) gama"),
-        ({"args": {"gamma": 99}}, 422, "'gamma' (Gamma) must be between 0.1 and 10, got 99"),
-        ({"args": {"far_clip": 0.9, "near_clip": 0.1}}, 422, "far clip (0.9) must be below near clip (0.1)"),
-        ({}, 422, "needs an init image to estimate depth from, or your own depth map"),
-    ],
-)
-def test_bad_requests_get_a_status_and_a_message(client, photo, body, status, message):
-    if "args" in body and "depth_image" not in body["args"]:
-        body = {"image": photo, **body}
-    answer = client.post(DEPTH, json=body)
-    assert answer.status_code == status and message in answer.json()["detail"]
-
-
-@pytest.mark.parametrize("body", [{"bit_depth": 12}, {"imag": "x"}, {"args": [1, 2]}])
-def test_a_body_of_the_wrong_shape_gets_fastapis_field_errors(client, body):
-    answer = client.post(DEPTH, json=body)
-    assert answer.status_code == 422 and isinstance(answer.json()["detail"], list)
-
-
 def test_no_depth_checkpoint_is_a_409_that_says_how_to_fix_it(client, services, photo):
     services.checkpoints.clear()
     answer = client.post(DEPTH, json={"image": photo})
@@ -186,13 +162,45 @@ def test_geometry_fields_give_the_map_of_that_img2img_job(client, services):
     assert (geometry.inpaint_full_res_padding, geometry.mask_blur, geometry.inpainting_mask_invert) == (4, 0, True)
 
 
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [({"width": 64}, "give both 'width' and 'height'"),
-     ({"inpaint_full_res": True}, "need the job's 'width' and 'height'"),
-     ({"width": 64, "height": 64, "inpaint_full_res": True}, "needs the inpaint 'mask'")],
-)
-def test_incomplete_geometry_is_a_422_that_says_what_is_missing(client, fields, message):
-    image = b64_png(Image.new("RGB", (16, 16)))
-    answer = client.post(DEPTH, json={"image": image, **fields})
-    assert answer.status_code == 422 and message in answer.json()["detail"]
+@pytest.mark.parametrize("mode", ["RGBA", "P", "CMYK"])
+def test_colour_depth_maps_are_read_as_their_gray_levels(client, mode):
+    """RGBA (alpha ignored), palette and CMYK JPEG maps are good input: the map of their gray."""
+    gray = Image.fromarray(np.repeat(np.linspace(0, 255, 32, dtype=np.uint8)[None, :], 24, axis=0))
+    if mode == "CMYK":
+        buffer = io.BytesIO()
+        gray.convert("CMYK").save(buffer, "JPEG", quality=100)
+        coloured = base64.b64encode(buffer.getvalue()).decode()
+    else:
+        coloured = b64_png(gray.convert(mode))
+    maps = []
+    for depth_image in (b64_png(gray), coloured):
+        answer = client.post(DEPTH, json={"args": {"depth_image": depth_image}, "bit_depth": 16})
+        assert answer.status_code == 200, answer.text
+        maps.append(np.asarray(decoded(answer.json()), dtype=np.float32) / 65535)
+    assert np.abs(maps[0] - maps[1]).max() < (3 / 255 if mode == "CMYK" else 1e-6)
+
+
+def test_openapi_shows_every_setting_with_its_type_bounds_and_default(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/depth2img/v1/depth", "/depth2img/v1/args", "/depth2img/v1/models", "/depth2img/v1/install",
+            "/depth2img/v1/install-estimator"} <= set(schema["paths"])
+    fields = schema["components"]["schemas"]["Depth2imgArgs"]["properties"]
+    assert list(fields) == [name for name, _ in Depth2imgArgs.specs()]
+    json_type = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    for name, spec in Depth2imgArgs.specs():
+        default = Depth2imgArgs.defaults()[name]
+        if default is not None:
+            assert fields[name]["type"] == json_type[type(default)] and fields[name]["default"] == default, name
+        assert fields[name].get("minimum") == spec.minimum and fields[name].get("maximum") == spec.maximum, name
+        assert fields[name]["description"].startswith(spec.label)
+    depth_request = schema["components"]["schemas"]["DepthRequest"]["properties"]
+    assert "Depth2imgArgs" in json.dumps(depth_request["args"])
+    assert (depth_request["width"]["minimum"], depth_request["resize_mode"]["maximum"]) == (8, 3)
+
+
+def test_args_route_gives_the_defaults_as_alwayson_scripts_takes_them(client):
+    answer = client.get("/depth2img/v1/args")
+    assert answer.status_code == 200
+    assert answer.json() == {"args": [Depth2imgArgs.defaults()]}
+    assert Depth2imgArgs.from_values(answer.json()["args"]) == Depth2imgArgs()
+

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
-from modules import images, img2img, processing, sd_models
+from modules import images, img2img, processing, sd_models, shared
 from PIL import Image
 from webui_stub import harness
 from webui_stub.harness import gradient
@@ -204,6 +204,16 @@ def test_txt2img_hires_pass_gets_the_depth_at_the_hires_size(started, upscaler):
     first, second = started.model.unet_calls
     assert first.shape == (1, 1, 8, 8) and second.shape == (1, 1, 16, 16)
     assert torch.all(second[0, 0, :, -1] > second[0, 0, :, 0])
+
+
+def test_txt2img_latent_hires_with_a_conditioning_mask_weight_below_1_takes_the_img2img_path(started):
+    """A1111 asks `img2img_image_conditioning` of a Latent hires pass when the inpainting mask
+    weight is below 1 (Settings); the depth comes from the own map at the hires size there too."""
+    shared.opts.data["inpainting_mask_weight"] = 0.5
+    own = gradient(64, 64).convert("L")
+    started.txt2img(depth2img={"enabled": True, "depth_image": own}, enable_hr=True, hr_scale=2, hr_upscaler="Latent")
+    first, second = started.model.unet_calls
+    assert second.shape == (1, 1, 16, 16) and torch.all(second[0, 0, :, -1] > second[0, 0, :, 0])
 
 
 def test_txt2img_hires_resize_to_another_aspect_crops_the_depth_like_the_latent(started):

@@ -89,6 +89,29 @@ def test_the_next_job_without_depth2img_runs_on_the_users_model_again(started):
     assert sd_models.loads[-1] == selected_title() and not sd_models.loads[-1].startswith(DEPTH_TITLE_PREFIX)
 
 
+@pytest.mark.parametrize("restore_afterwards", [True, False])
+def test_only_the_checkpoint_is_restored_the_callers_overrides_are_treated_as_they_asked(started, restore_afterwards):
+    """An API caller's `override_settings_restore_afterwards: false` keeps their overrides after the
+    job; the checkpoint depth2img swapped in goes back either way."""
+    base = selected_title()
+    p = started.img2img_p([gradient()], depth2img={"enabled": True}, override_settings={"samples_format": "jpg"},
+                          override_settings_restore_afterwards=restore_afterwards)
+    processing.process_images(p)
+    assert sd_models.loads[-1].startswith(DEPTH_TITLE_PREFIX)
+    assert selected_title() == base
+    assert shared.opts.samples_format == ("png" if restore_afterwards else "jpg")
+    assert p.override_settings == {"samples_format": "jpg"}
+
+
+def test_a_callers_own_checkpoint_override_kept_afterwards_stays_chosen(started):
+    p = started.img2img_p([gradient()], depth2img={"enabled": True},
+                          override_settings={"sd_model_checkpoint": "sd2-base.safetensors"},
+                          override_settings_restore_afterwards=False)
+    processing.process_images(p)
+    assert sd_models.loads[-1].startswith(DEPTH_TITLE_PREFIX)
+    assert selected_title() == "sd2-base.safetensors"
+
+
 def test_selection_is_restored_when_sampling_fails(started, monkeypatch):
     base = selected_title()
     monkeypatch.setattr(

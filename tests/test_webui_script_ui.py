@@ -8,8 +8,6 @@ from copy import copy
 import numpy as np
 import pytest
 import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from modules import images, infotext_utils, processing, script_callbacks, shared
 from PIL import Image
 from webui_stub import harness
@@ -200,11 +198,3 @@ def test_settings_section_is_declared(started):
         option = shared.opts.data_labels[setting.key]
         assert option.section == settings.SECTION and option.default == setting.default
     assert shared.opts.data_labels[settings.ESTIMATOR.key].component_args()["choices"][0] == "embedded"
-
-
-def test_routes_are_mounted_when_the_app_starts(started):
-    app = FastAPI()
-    script_callbacks.app_started_callback(None, app)
-    answer = TestClient(app).get("/depth2img/v1/models")
-    assert answer.status_code == 200
-    assert answer.json()["checkpoints"][0].startswith("512-depth-ema.safetensors")

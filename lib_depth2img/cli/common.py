@@ -12,19 +12,23 @@ from ..errors import SettingsError
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def add_setting_flag(parser: argparse.ArgumentParser, name: str) -> None:
-    """A flag whose default, bounds and help come from the settings table in `args.py`."""
+def add_setting_flag(parser: argparse.ArgumentParser, name: str, *, unset_is_none: bool = False) -> None:
+    """A flag whose default, bounds and help come from the settings table in `args.py`.
+
+    `unset_is_none`: the flag is None unless given (a bool gets --name/--no-name), so that a
+    value given on the command line can be told from the default and override another source."""
     spec = Depth2imgArgs.spec(name)
     default = Depth2imgArgs.defaults()[name]
     flag = "--" + name.replace("_", "-")
     if isinstance(default, bool):
-        parser.add_argument(flag, action="store_true", help=spec.hint)
+        action = argparse.BooleanOptionalAction if unset_is_none else "store_true"
+        parser.add_argument(flag, action=action, default=None if unset_is_none else False, help=spec.hint)
         return
     bounds = f"{spec.minimum:g}..{spec.maximum:g}, " if spec.minimum is not None else ""
     parser.add_argument(
         flag,
         type=type(default),
-        default=default,
+        default=None if unset_is_none else default,
         metavar=name.split("_")[-1].upper(),
         help=f"{spec.hint} ({bounds}default: {default:g})",
     )

@@ -1,8 +1,20 @@
 """`generate`: img2img, inpaint and txt2img from depth with the standalone engine.
 
     python -m lib_depth2img generate --ckpt 512-depth-ema.safetensors --init photo.jpg \\
-        --prompt "an oil painting" [--strength 0.75] [--steps 20] [--sampler "DPM++ 2M Karras"] \\
-        [--cfg 7] [--seed N] [--depth MY_DEPTH.png] [--mask MASK.png] [--batch N] -o OUT
+        --prompt "an oil painting" [--strength 0.75] [--steps 20] [--sampler "DPM++ 2M"] \\
+        [--schedule-type Karras] [--cfg 7] [--seed N] [--depth MY_DEPTH.png] [--mask MASK.png] \\
+        [--batch N] -o OUT
+    python -m lib_depth2img generate --ckpt 512-depth-ema.safetensors --params-from a1111.png \\
+        --init frames/ [--frame-seed index] -o OUT
+
+Parameters:
+- `--params-from`: every parameter of an A1111 PNG (its PNG Info): prompts, steps, sampler and
+  schedule type, CFG scale, seed, variation seed and strength, size, denoising strength, ENSD,
+  RNG and the Depth2img entries. Flags given on the command line override them. Entries the engine
+  cannot honour (a LoRA, a hires pass, another model, a refiner, prompt emphasis, ...) are named in
+  one message and stop the command, unless `--ignore-unsupported`.
+- Samplers and schedule types are A1111 v1.10's names; "DPM++ 2M Karras" (the older spelling)
+  still sets both. The noise is A1111's ("RNG: CPU" by default, the same image on every device).
 
 Inputs:
 - `--init`: image files, folders (every image inside) or glob patterns such as 'frames/*.png';
@@ -18,7 +30,8 @@ Inputs:
 Writes `<stem>-<seed>.png` per image (A1111 parameters in the PNG's `parameters` chunk) and with
 `--save-depth` `<stem>-depth.png` (16-bit). Every input is read and checked before the first file
 is written; files are written under a temporary name and renamed, so OUT never holds a partial
-file. The seed is the same for every input (seed + index within a batch); -1 draws one, printed.
+file. The seed is the same for every input (seed + index within a batch), or with `--frame-seed
+index` seed + the input's number (0, 1, ...); -1 draws one, printed.
 """
 
 from __future__ import annotations
@@ -39,16 +52,21 @@ from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..depth import ESTIMATORS, DepthEstimator
 from ..depth_cache import DepthCache
 from ..depthmap import depth_to_16bit
+from ..engine.pipeline import RNG_SOURCES, Depth2ImgPipeline, GenerationRequest, resolve_seed
+from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES, ProgressCallback
 from ..geometry import RESIZE_MODES
-from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest, resolve_seed
-from ..engine.samplers import SAMPLER_NAMES, ProgressCallback
 from ..errors import Depth2imgError, ImageError, SettingsError
 from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
-from ..infotext import png_info
+from ..infotext import model_hash, png_info
+from .a1111_params import A1111Parameters, parameters_of_png
 from .common import add_device_flags, add_setting_flag, device_and_dtype
 from .depth import DEPTH_SETTINGS
 
-REQUEST_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationRequest)}
+REQUEST_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(GenerationRequest)
+    if f.name not in ("init_image", "mask", "depth", "depth_range")
+}
+"""The request's settings that flags (and --params-from) give, with their defaults."""
 
 
 def register(subparsers: Any) -> None:
@@ -70,15 +88,31 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--mask", type=Path, metavar="PATH",
                         help="inpaint mask (white = repaint, same size as the init image), "
                         "or a folder matched by stem")
-    parser.add_argument("--prompt", default=REQUEST_DEFAULTS["prompt"], help="what to generate")
-    parser.add_argument("--negative", default=REQUEST_DEFAULTS["negative_prompt"], help="what to avoid")
+    parser.add_argument("--params-from", type=Path, metavar="PNG",
+                        help="take every parameter from an A1111 PNG's info; flags given here override them")
+    parser.add_argument("--ignore-unsupported", action="store_true",
+                        help="with --params-from: render even when the PNG has entries the engine cannot "
+                        "honour (they are listed as a warning)")
+    _add_request_flag(parser, "--prompt", "prompt", str, "what to generate")
+    _add_request_flag(parser, "--negative", "negative_prompt", str, "what to avoid")
     _add_request_flag(parser, "--strength", "denoising_strength", float,
                       "denoising strength 0..1; 1 replaces all content, the depth keeps the composition")
     _add_request_flag(parser, "--steps", "steps", int, "sampling steps")
-    parser.add_argument("--sampler", default=REQUEST_DEFAULTS["sampler"], choices=SAMPLER_NAMES,
-                        help="sampler (default: %(default)s)")
+    _add_request_flag(parser, "--sampler", "sampler", str,
+                      f"sampler, A1111's name: {', '.join(SAMPLER_NAMES)}")
+    _add_request_flag(parser, "--schedule-type", "schedule_type", str,
+                      f"schedule type: {', '.join(SCHEDULE_TYPES)} (Automatic: the sampler's own)")
     _add_request_flag(parser, "--cfg", "cfg_scale", float, "classifier-free guidance scale")
     _add_request_flag(parser, "--seed", "seed", int, "seed; -1 draws a random one")
+    parser.add_argument("--frame-seed", choices=("same", "index"), default="same",
+                        help="several inputs: the same seed for each (default), or seed + the input's number")
+    _add_request_flag(parser, "--variation-seed", "variation_seed", int, "A1111's variation seed; -1 random")
+    _add_request_flag(parser, "--variation-strength", "variation_strength", float,
+                      "how far toward the variation seed's noise, 0..1")
+    _add_request_flag(parser, "--ensd", "eta_noise_seed_delta", int,
+                      "A1111's eta noise seed delta (the ancestral samplers' step noise)")
+    _add_request_flag(parser, "--rng", "rng", str,
+                      f"noise source, as A1111's setting: {' or '.join(RNG_SOURCES)} (GPU: the model's device)")
     for side in ("width", "height"):
         _add_request_flag(parser, f"--{side}", side, int,
                           f"{side}, multiple of 8 (default: the input's, rounded down to 8; with only one "
@@ -91,12 +125,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--normalize", choices=("image", "sequence"), default="image",
                         help="estimated depth: each image's own range (default), or one range for all "
                         "inputs (video frames: no flicker)")
-    parser.add_argument("--estimator", default=EMBEDDED_ESTIMATOR, choices=(EMBEDDED_ESTIMATOR, *ESTIMATORS),
-                        help=f"{Depth2imgArgs.spec('estimator').hint} Others need --estimator-weights.")
+    parser.add_argument("--estimator", choices=(EMBEDDED_ESTIMATOR, *ESTIMATORS),
+                        help=f"{Depth2imgArgs.spec('estimator').hint} Others need --estimator-weights. "
+                        f"(default: {EMBEDDED_ESTIMATOR})")
     parser.add_argument("--estimator-weights", type=Path, metavar="PATH",
                         help="weights file of a non-embedded --estimator (a MiDaS or Depth Anything release file)")
     for name in DEPTH_SETTINGS:
-        add_setting_flag(parser, name)
+        add_setting_flag(parser, name, unset_is_none=True)
     parser.add_argument("--save-depth", action="store_true", help="also write <stem>-depth.png (16-bit)")
     add_device_flags(parser)
     parser.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUT",
@@ -107,10 +142,11 @@ def register(subparsers: Any) -> None:
 def _add_request_flag(
     parser: argparse.ArgumentParser, flag: str, field_name: str, kind: type, text: str
 ) -> None:
-    """A flag whose default is the `GenerationRequest` field's, so the two cannot drift apart."""
+    """A flag for a `GenerationRequest` field. It stays None unless given, so that it overrides
+    --params-from; the default shown is the field's, so the two cannot drift apart."""
     default = REQUEST_DEFAULTS[field_name]
-    shown = "" if default is None else f" (default: {default})"
-    parser.add_argument(flag, dest=field_name, type=kind, default=default, help=text + shown)
+    shown = "" if default in (None, "") else f" (default: {default})".replace("%", "%%")
+    parser.add_argument(flag, dest=field_name, type=kind, default=None, help=text + shown)
 
 
 @dataclass(frozen=True)
@@ -124,15 +160,17 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = _depth_settings(args)
     device, dtype = device_and_dtype(args)
+    params = _params_from(args)
+    settings = _depth_settings(args, params)
+    values = _request_values(args, params)
     jobs = plan_jobs(args.init, args.depth, args.mask)
-    seed = resolve_seed(args.seed)
+    seed = resolve_seed(values["seed"])
     out_dir: Path = args.output_dir
     if out_dir.exists() and not out_dir.is_dir():
         raise Depth2imgError(f"{out_dir} is a file; give a folder for the results.")
-    for job in jobs:  # read and check every input before anything is loaded or written
-        _request(args, job, settings, seed)
+    for number, job in enumerate(jobs):  # read and check every input before anything is loaded or written
+        _request(values, job, settings, _job_seed(args, seed, number))
 
     pipe = Depth2ImgPipeline.from_checkpoint(args.ckpt, device=device, dtype=dtype, cache=DepthCache())
     if settings.estimator != EMBEDDED_ESTIMATOR:
@@ -142,19 +180,20 @@ def run(args: argparse.Namespace) -> int:
     if pipe.model.is_demo:
         print("note: demo checkpoint with random weights: the flow runs, the images are noise.",
               file=sys.stderr)
-    if args.seed == -1:
+    if values["seed"] == -1:
         print(f"seed: {seed}", file=sys.stderr)
 
     depth_range = None
     if args.normalize == "sequence":
-        depth_range = pipe.depth_range(_request(args, job, settings, seed) for job in jobs)
+        depth_range = pipe.depth_range(_request(values, job, settings, seed) for job in jobs)
         low, high = depth_range
         print(f"depth range for all {len(jobs)} inputs: {low:.4g} .. {high:.4g}", file=sys.stderr)
 
     make_output_folder(out_dir)
-    for number, job in enumerate(jobs, 1):
-        request = dataclasses.replace(_request(args, job, settings, seed), depth_range=depth_range)
-        label = f"[{number}/{len(jobs)}] {job.stem}"
+    for number, job in enumerate(jobs):
+        request = _request(values, job, settings, _job_seed(args, seed, number))
+        request = dataclasses.replace(request, depth_range=depth_range)
+        label = f"[{number + 1}/{len(jobs)}] {job.stem}"
         with tqdm(desc=label, unit="step", file=sys.stderr, disable=None) as bar:
             result = pipe(request, progress=_progress_to(bar))
         for image, item_seed, infotext in zip(result.images, result.seeds, result.infotexts, strict=True):
@@ -165,41 +204,67 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _depth_settings(args: argparse.Namespace) -> Depth2imgArgs:
-    if args.estimator != EMBEDDED_ESTIMATOR and args.estimator_weights is None:
+def _params_from(args: argparse.Namespace) -> A1111Parameters | None:
+    """The PNG's parameters, after saying what of them the engine cannot honour."""
+    if args.params_from is None:
+        return None
+    if not args.params_from.is_file():
+        raise ImageError(f"{args.params_from}: file not found; check the path.")
+    params = parameters_of_png(args.params_from, model_hash(args.ckpt) if args.ckpt.is_file() else None)
+    if params.not_honoured:
+        listing = "".join(f"\n  - {entry}" for entry in params.not_honoured)
+        message = f"{args.params_from} has parameters the engine cannot honour:{listing}"
+        if not args.ignore_unsupported:
+            raise SettingsError(f"{message}\nRender anyway without them with --ignore-unsupported.")
+        print(f"warning: {message}\n(rendering without them: --ignore-unsupported)", file=sys.stderr)
+    if params.depth is None:
+        print(f"note: {args.params_from} has no Depth2img entries (A1111's native depth): depth is estimated "
+              "as the extension does, which A1111's native path does slightly differently.", file=sys.stderr)
+    return params
+
+
+def _request_values(args: argparse.Namespace, params: A1111Parameters | None) -> dict[str, Any]:
+    """Each request field: the flag when given, else the PNG's value, else the request's default."""
+    from_png = params.values if params is not None else {}
+    values = {}
+    for name, default in REQUEST_DEFAULTS.items():
+        flag = getattr(args, name, None)
+        values[name] = flag if flag is not None else from_png.get(name, default)
+    return values
+
+
+def _job_seed(args: argparse.Namespace, seed: int, number: int) -> int:
+    return seed + number if args.frame_seed == "index" else seed
+
+
+def _depth_settings(args: argparse.Namespace, params: A1111Parameters | None) -> Depth2imgArgs:
+    """The PNG's Depth2img settings (or the defaults), with the flags given here on top."""
+    base = params.depth if params is not None and params.depth is not None else Depth2imgArgs()
+    given = {name: getattr(args, name) for name in (*DEPTH_SETTINGS, "estimator") if getattr(args, name) is not None}
+    settings = Depth2imgArgs.from_values({**dataclasses.asdict(base), "enabled": True, **given})
+    if settings.estimator != EMBEDDED_ESTIMATOR and args.estimator_weights is None:
         raise SettingsError(
-            f"--estimator {args.estimator} needs --estimator-weights PATH (its MiDaS weights file)."
+            f"--estimator {settings.estimator} needs --estimator-weights PATH (its MiDaS weights file)."
         )
     if args.normalize == "sequence" and args.depth is not None:
         raise SettingsError(
             "--normalize sequence applies to estimated depth; your own depth maps (--depth) are used "
             "as they are."
         )
-    values = {name: getattr(args, name) for name in DEPTH_SETTINGS}
-    return Depth2imgArgs.from_values({"enabled": True, "estimator": args.estimator, **values})
+    return settings
 
 
-def _request(args: argparse.Namespace, job: Job, settings: Depth2imgArgs, seed: int) -> GenerationRequest:
+def _request(values: dict[str, Any], job: Job, settings: Depth2imgArgs, seed: int) -> GenerationRequest:
     """The job's request, with its images decoded: every bad input fails here, before any output."""
     if job.depth is not None:
         settings = dataclasses.replace(settings, depth_image=load_image(job.depth))
-    return GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative,
-        init_image=_load_init(job),
-        mask=load_image(job.mask) if job.mask is not None else None,
-        depth=settings,
-        width=args.width,
-        height=args.height,
-        steps=args.steps,
-        sampler=args.sampler,
-        cfg_scale=args.cfg_scale,
-        denoising_strength=args.denoising_strength,
-        seed=seed,
-        batch_size=args.batch_size,
-        mask_blur=args.mask_blur,
-        resize_mode=args.resize_mode,
-    )
+    return GenerationRequest(**{
+        **values,
+        "init_image": _load_init(job),
+        "mask": load_image(job.mask) if job.mask is not None else None,
+        "depth": settings,
+        "seed": seed,
+    })
 
 
 def _load_init(job: Job) -> Image.Image | None:

@@ -132,6 +132,7 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
             full=beit.BEIT_LARGE_512,
             tiny=beit.BEIT_TINY,
             derived_key_suffixes=beit.DERIVED_KEY_SUFFIXES,
+            max_net_size=768,  # every block holds a relative-position index of (side/16)^4 entries
         ),
         _depth_anything("depth_anything_v2_vits", "depth_anything_v2_vits.pth", depth_anything.V2_SMALL,
                         "vit_small_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, "Apache-2.0", "depth_anything_v2"),

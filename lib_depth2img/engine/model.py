@@ -153,13 +153,10 @@ class SD2DepthModel(nn.Module):
         return self.text_encoder(tokens)
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Images [B,3,H,W] in [-1,1] -> scaled latents [B,4,H/8,W/8].
-
-        Takes the mean of the VAE posterior rather than a sample: the result is deterministic and
-        the sampler noises the latents itself (the posterior's spread is tiny next to that noise).
-        """
-        return (self.vae.encode(images.to(self.dtype)) * self.latent_scale).to(images.dtype)
+    def encode_images(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Images [B,3,H,W] in [-1,1] -> scaled latents [B,4,H/8,W/8]: the mean of the VAE
+        posterior, or with `noise` [B,4,H/8,W/8] the posterior sample it gives (A1111's encoding)."""
+        return (self.vae.encode(images.to(self.dtype), noise) * self.latent_scale).to(images.dtype)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -7,13 +7,16 @@
 What a call does, in A1111 v1.10.1's order and with its semantics:
 1. the depth map of the init image (own map | cache | estimator, see `depth_source`), adjusted;
    the estimator visits the GPU only for that and goes back to the CPU;
-2. the init image fitted to the size (A1111's resize modes) and VAE-encoded; the mask blurred,
-   fitted and reduced to the latent size (rounded to 0/1, as A1111 does);
-3. one noise stream per image, seeded `seed + index` on the CPU; the init latent noised to the
-   first level of the img2img plan (strength 1.0: the largest level; no init image: pure noise);
-4. the sampler, with classifier-free guidance (cond and uncond in one batched UNet call) and,
-   when inpainting, the estimate outside the mask replaced by the init latent at every step;
-5. VAE decode; when inpainting, the init image composited back outside the (dilated) mask.
+2. the init image fitted to the size (A1111's resize modes) and VAE-encoded to a posterior
+   sample, as A1111 does (`init_encoding_noise`); the mask blurred, fitted and reduced to the
+   latent size (rounded to 0/1, as A1111 does);
+3. A1111's noise (`samplers.ImageNoise`): one generator per image seeded `seed + index`, with
+   its variation seed, eta noise seed delta and "RNG" source; the init latent noised to the first
+   level of A1111's img2img plan for the sampler and schedule type (no init image: pure noise);
+4. the sampler, with A1111's classifier-free guidance (cond and uncond in one batched UNet call)
+   and, when inpainting, the init latent kept outside the mask at every step;
+5. VAE decode, and pixels made as A1111 makes them (clamped, times 255, truncated to uint8);
+   when inpainting, the init image composited back outside the (dilated) mask.
 """
 
 from __future__ import annotations
@@ -41,9 +44,18 @@ from ..errors import SettingsError
 from ..geometry import RESIZE_MODES, Geometry, fit_image, fit_map
 from ..images import load_image
 from ..infotext import build_infotext, model_hash
+from .denoiser import GuidedDenoiser
 from .model import LATENT_CHANNELS, SD2DepthModel, load_checkpoint
-from .samplers import DEFAULT_SAMPLER, ProgressCallback, SeededNoise, get_sampler, sample
-from .schedule import NoiseSchedule, img2img_plan
+from .samplers import (
+    DEFAULT_SAMPLER,
+    ImageNoise,
+    ProgressCallback,
+    SamplerChoice,
+    choose_sampler,
+    plan_for,
+    run_sampler,
+)
+from .schedule import AUTOMATIC, NoiseSchedule
 
 LATENT_FACTOR = 8  # VAE downscale: latents are H/8 x W/8
 MIN_SIDE, MAX_SIDE = 64, 2048  # A1111's width/height slider bounds
@@ -53,6 +65,7 @@ MAX_CFG_SCALE = 30.0
 MAX_MASK_BLUR = 64  # A1111's mask-blur slider bound
 MAX_SEED = 2**32 - 1
 DEFAULT_MASK_BLUR = 4  # A1111's default
+RNG_SOURCES = ("CPU", "GPU")  # A1111's "Random number generator source" ("NV" is not supported)
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class GenerationRequest:
     height: int | None = None
     steps: int = 20
     sampler: str = DEFAULT_SAMPLER
+    schedule_type: str = AUTOMATIC
     cfg_scale: float = 7.0
     denoising_strength: float = 0.75
     seed: int = -1
@@ -83,9 +97,18 @@ class GenerationRequest:
     mask_blur: int = DEFAULT_MASK_BLUR
     resize_mode: int = 0
     depth_range: tuple[float, float] | None = None
+    variation_seed: int = -1
+    variation_strength: float = 0.0
+    eta_noise_seed_delta: int = 0
+    rng: str = "CPU"
 
     def __post_init__(self) -> None:
-        get_sampler(self.sampler)
+        choose_sampler(self.sampler, self.schedule_type)
+        _check_int("variation_seed", self.variation_seed, -1, MAX_SEED, "Variation seed (-1 = random)")
+        _check_number("variation_strength", self.variation_strength, 0.0, 1.0, "Variation strength")
+        _check_int("eta_noise_seed_delta", self.eta_noise_seed_delta, 0, MAX_SEED, "Eta noise seed delta")
+        if self.rng not in RNG_SOURCES:
+            raise SettingsError(f"RNG must be one of {', '.join(RNG_SOURCES)}, got {self.rng!r}.")
         _check_int("steps", self.steps, 1, MAX_STEPS, "Sampling steps")
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH, "Batch size")
         _check_int("seed", self.seed, -1, MAX_SEED, "Seed (-1 = random)")
@@ -138,6 +161,10 @@ class GenerationRequest:
     def strength(self) -> float:
         """The denoising strength actually used: 1.0 without an init image."""
         return 1.0 if self.is_txt2img else float(self.denoising_strength)
+
+    @property
+    def sampler_choice(self) -> SamplerChoice:
+        return choose_sampler(self.sampler, self.schedule_type)
 
     @cached_property
     def size(self) -> tuple[int, int]:
@@ -235,9 +262,8 @@ class Depth2ImgPipeline:
         `cancel` stops the job between two steps with `GenerationCancelled`."""
         width, height = request.size
         latent_size = (height // LATENT_FACTOR, width // LATENT_FACTOR)
-        seed = resolve_seed(request.seed)
-        seeds = [seed + index for index in range(request.batch_size)]
         batch = request.batch_size
+        seeds, variation_seeds = batch_seeds(request)
 
         depth = self._depth(request)
         depth_cond = depth_conditioning([depth], latent_size, device=self.device).expand(batch, -1, -1, -1)
@@ -245,24 +271,25 @@ class Depth2ImgPipeline:
         init_pixels = init_latent = mask = None
         if request.init_image is not None:
             init_pixels = np.asarray(fit_image(request.init_image, request.geometry), dtype=np.float32) / 255
-            init_latent = self.model.encode_images(_to_model_input(init_pixels, self.device))
-            init_latent = init_latent.expand(batch, -1, -1, -1)
+            pixels = _to_model_input(init_pixels, self.device).expand(batch, -1, -1, -1)
+            init_latent = self.model.encode_images(pixels, init_encoding_noise(seeds, latent_size))
         if request.mask is not None:
             mask = _Mask(request.mask, request.geometry, request.mask_blur, self.device)
 
-        sampler = get_sampler(request.sampler)
-        sigmas = img2img_plan(self.schedule.plan(sampler.plan, request.steps), request.strength)
-        noise = SeededNoise(seeds, (LATENT_CHANNELS, *latent_size), device=self.device)
-        x = noise() * float(sigmas[0])
-        if init_latent is not None:
-            x = x + init_latent
-
-        context = self.model.encode_prompts([request.prompt, request.negative_prompt]).float()
-        denoiser = _GuidedDenoiser(
-            self.model, self.schedule, context, depth_cond, request.cfg_scale,
-            init_latent=init_latent, keep=None if mask is None else mask.latent_keep,
+        choice = request.sampler_choice
+        plan = plan_for(choice, self.schedule, request.steps, None if request.is_txt2img else request.strength)
+        noise = ImageNoise(
+            seeds, (LATENT_CHANNELS, *latent_size), device=self.device,
+            draw_device="cpu" if request.rng == "CPU" else self.device,
+            variation_seeds=variation_seeds, variation_strength=request.variation_strength,
+            eta_noise_seed_delta=request.eta_noise_seed_delta,
         )
-        latents = sample(sampler, denoiser, x, sigmas, draw_noise=noise, progress=progress, cancel=cancel)
+        context = self.model.encode_prompts([request.prompt, request.negative_prompt]).float()
+        denoiser = GuidedDenoiser(
+            self.model, self.schedule, context, depth_cond, request.cfg_scale, init_latent=init_latent,
+            keep=None if mask is None else mask.latent_keep, blend_model_input=choice.sampler.blends_model_input,
+        )
+        latents = run_sampler(choice.sampler, denoiser, plan, noise, init_latent, progress=progress, cancel=cancel)
         if mask is not None:
             latents = latents * (1 - mask.latent_keep) + init_latent * mask.latent_keep
 
@@ -270,7 +297,10 @@ class Depth2ImgPipeline:
         if mask is not None:
             original = Image.fromarray(_to_uint8(init_pixels))
             images = [Image.composite(image, original, mask.overlay) for image in images]
-        infotexts = [self._infotext(request, item_seed, (width, height)) for item_seed in seeds]
+        infotexts = [
+            self._infotext(request, choice, seed, variation_seed, (width, height))
+            for seed, variation_seed in zip(seeds, variation_seeds, strict=True)
+        ]
         return GenerationResult(images, seeds, depth_to_preview(depth), infotexts, depth)
 
     def depth_range(self, requests: Iterable[GenerationRequest]) -> tuple[float, float]:
@@ -329,70 +359,32 @@ class Depth2ImgPipeline:
             )
         return self.estimators[name]
 
-    def _infotext(self, request: GenerationRequest, seed: int, size: tuple[int, int]) -> str:
+    def _infotext(
+        self, request: GenerationRequest, choice: SamplerChoice, seed: int, variation_seed: int,
+        size: tuple[int, int],
+    ) -> str:
+        """The parameters as A1111 writes them, in its order, so that its PNG Info and "Send to
+        img2img" read them and regenerate this image (with "RNG: CPU" when that was the source)."""
+        varied = request.variation_strength != 0
         params = {
             "Steps": request.steps,
-            "Sampler": get_sampler(request.sampler).name,
+            "Sampler": choice.sampler.name,
+            "Schedule type": choice.infotext_schedule_type,
             "CFG scale": request.cfg_scale,
             "Seed": seed,
             "Size": f"{size[0]}x{size[1]}",
             "Model hash": model_hash(self.checkpoint_path) if self.checkpoint_path is not None else None,
             "Model": self.model_name,
+            "Variation seed": variation_seed if varied else None,
+            "Variation seed strength": request.variation_strength if varied else None,
             "Denoising strength": request.strength,
+            "ENSD": request.eta_noise_seed_delta
+            if request.eta_noise_seed_delta and choice.sampler.noise == "ancestral" else None,
+            "RNG": "CPU" if request.rng == "CPU" else None,
             "Mask blur": request.mask_blur if request.mask is not None and request.mask_blur else None,
             **dataclasses.replace(request.depth, enabled=True).to_infotext(),
         }
         return build_infotext(request.prompt, request.negative_prompt, params)
-
-
-class _GuidedDenoiser:
-    """The samplers' denoiser: eps-prediction UNet -> estimate of x0, with CFG and the inpaint blend.
-
-    In sigma form the UNet sees x / sqrt(sigma^2 + 1) at the training timestep of sigma, and its
-    noise prediction gives x0 = x - sigma * eps. Guidance mixes the two predictions as
-    uncond + scale * (cond - uncond), from one batched call; at scale 1 that is cond alone, so
-    the uncond half is skipped. Outside the mask the estimate is the init latent: every sampler
-    then keeps those latents exactly at "init latent + the level's noise", as A1111 does.
-    """
-
-    def __init__(
-        self,
-        model: SD2DepthModel,
-        schedule: NoiseSchedule,
-        context: torch.Tensor,
-        depth: torch.Tensor,
-        cfg_scale: float,
-        *,
-        init_latent: torch.Tensor | None,
-        keep: torch.Tensor | None,
-    ) -> None:
-        batch = depth.shape[0]
-        self.model, self.schedule, self.cfg_scale = model, schedule, float(cfg_scale)
-        self.init_latent, self.keep = init_latent, keep
-        cond, uncond = (c.expand(batch, -1, -1) for c in context.split(1))
-        if self.guided:
-            self.context, self.depth = torch.cat([cond, uncond]), torch.cat([depth, depth])
-        else:
-            self.context, self.depth = cond, depth
-
-    @property
-    def guided(self) -> bool:
-        return self.cfg_scale != 1.0
-
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        t = self.schedule.sigma_to_t(torch.tensor([sigma])).to(x.device)
-        scaled = x / (sigma**2 + 1) ** 0.5
-        if self.guided:
-            eps_cond, eps_uncond = self.model.predict_noise(
-                torch.cat([scaled, scaled]), t, self.context, self.depth
-            ).chunk(2)
-            eps = eps_uncond + self.cfg_scale * (eps_cond - eps_uncond)
-        else:
-            eps = self.model.predict_noise(scaled, t, self.context, self.depth)
-        denoised = x - sigma * eps.float()
-        if self.keep is not None:
-            denoised = denoised * (1 - self.keep) + self.init_latent * self.keep
-        return denoised
 
 
 class _Mask:
@@ -420,6 +412,30 @@ class _Mask:
         self.latent_keep = (1 - repaint)[None, None].to(device, torch.float32)
 
 
+def batch_seeds(request: GenerationRequest) -> tuple[list[int], list[int]]:
+    """Each image's seed and variation seed, as A1111 numbers them: seed + index and variation
+    seed + index; with a variation strength every image keeps the seed and only the variation
+    seed counts up."""
+    seed, variation_seed = resolve_seed(request.seed), resolve_seed(request.variation_seed)
+    varied = request.variation_strength != 0
+    indices = range(request.batch_size)
+    return [seed + (0 if varied else i) for i in indices], [variation_seed + i for i in indices]
+
+
+def init_encoding_noise(seeds: list[int], latent_size: tuple[int, int]) -> torch.Tensor:
+    """The noise of A1111's init-image encoding, one draw per batch image, on the CPU.
+
+    A1111 encodes the init image to a sample of the VAE posterior, drawn from torch's global
+    generator, which its previous job left seeded with that job's last seed (`ImageRNG` seeds it
+    for every image). Rendering again what A1111 rendered is that case: the previous job was the
+    same job, so the generator starts at this batch's last seed. (A1111's very first job after
+    start draws from whatever state start-up left; that image it cannot reproduce itself.)
+    """
+    generator = torch.Generator("cpu").manual_seed(int(seeds[-1]))
+    shape = (1, LATENT_CHANNELS, *latent_size)
+    return torch.cat([torch.randn(shape, generator=generator) for _ in seeds])
+
+
 def resolve_seed(seed: int) -> int:
     """-1 means a random seed, drawn as A1111 does; any other seed is kept."""
     return int(random.randrange(MAX_SEED)) if seed == -1 else int(seed)
@@ -434,8 +450,9 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:
-    pixels = ((images.float() + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(_to_uint8(item)) for item in pixels]
+    """Decoded images as A1111 makes its pixels: clamp((x + 1) / 2, 0, 1) * 255, truncated."""
+    pixels = torch.clamp((images.float() + 1.0) / 2.0, min=0.0, max=1.0).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray((255.0 * item).astype(np.uint8)) for item in pixels]
 
 
 def _round8(value: float) -> int:

@@ -173,11 +173,14 @@ class AutoencoderKL(nn.Module):
         self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.z_channels, 1)
         self.post_quant_conv = nn.Conv2d(config.z_channels, config.z_channels, 1)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Mean of the latent posterior (unscaled). The log-variance half is dropped: img2img wants
-        the deterministic encoding, and the sampler adds its own noise anyway."""
-        mean, _logvar = self.quant_conv(self.encoder(images)).chunk(2, dim=1)
-        return mean
+    def encode(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The latent posterior (unscaled): its mean, or with `noise` the sample ldm's
+        `DiagonalGaussianDistribution.sample` draws, mean + std * noise (log-variance clamped to
+        [-30, 20]), which is what A1111 encodes an init image to."""
+        mean, logvar = self.quant_conv(self.encoder(images)).chunk(2, dim=1)
+        if noise is None:
+            return mean
+        return mean + torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0)) * noise.to(mean)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(latents))

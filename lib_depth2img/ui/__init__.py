@@ -52,13 +52,15 @@ class DepthServices(Protocol):
         progress display, if it has one."""
 
     def install_depth_model(self, fmt: str = "safetensors", progress: InstallProgress | None = None) -> str:
-        """Download the depth checkpoint where the host looks for it; returns where it was put."""
+        """Download the depth checkpoint where the host looks for it; returns where it was put.
+        `AccessDenied` where the host's owner turned downloads off (A1111: as extension installs)."""
 
     def installable_estimators(self) -> list[str]:
         """Estimators with an official download whose weights are not here yet."""
 
     def install_estimator(self, name: str, progress: InstallProgress | None = None) -> str:
-        """Download estimator `name`'s official weights where the host looks for them; returns where."""
+        """Download estimator `name`'s official weights where the host looks for them; returns where;
+        `AccessDenied` as for `install_depth_model`."""
 
 
 class DepthApiServices(DepthServices, Protocol):

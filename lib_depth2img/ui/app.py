@@ -41,7 +41,7 @@ from ..engine.pipeline import (
     GenerationRequest,
     GenerationResult,
 )
-from ..engine.samplers import SAMPLER_NAMES
+from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from ..errors import Depth2imgError
 from ..geometry import RESIZE_MODES, GeometryRequest
 from ..images import load_image, make_output_folder, save_atomically
@@ -93,6 +93,7 @@ JOB_CONTROLS: dict[str, JobControl] = {
     "prompt": JobControl("Prompt", gr.Textbox, {"lines": 2, "placeholder": "what the picture becomes"}),
     "negative_prompt": JobControl("Negative prompt", gr.Textbox, {"lines": 1}),
     "sampler": JobControl("Sampling method", gr.Dropdown, {"choices": list(SAMPLER_NAMES)}),
+    "schedule_type": JobControl("Schedule type", gr.Dropdown, {"choices": list(SCHEDULE_TYPES)}),
     "steps": JobControl("Sampling steps", gr.Slider, {"minimum": 1, "maximum": MAX_STEPS, "step": 1}),
     "cfg_scale": JobControl("CFG scale", gr.Slider, {"minimum": 0, "maximum": MAX_CFG_SCALE, "step": 0.5}),
     "denoising_strength": JobControl(
@@ -111,8 +112,8 @@ JOB_CONTROLS: dict[str, JobControl] = {
 }
 """The sampler settings, in the order of the generate callback's inputs after the two images."""
 SETTING_ROWS = (
-    ("sampler", "steps"), ("cfg_scale", "denoising_strength"), ("width", "height"), ("resize_mode", "seed"),
-    ("batch_size", "mask_blur"),
+    ("sampler", "schedule_type"), ("steps", "cfg_scale"), ("denoising_strength", "seed"), ("width", "height"),
+    ("resize_mode", "batch_size"), ("mask_blur",),
 )
 GenerateOutputs = tuple[Any, Any, str, Any]
 """Generate's outputs: gallery, the depth map used (into the panel's preview), status, infotext."""

@@ -4,9 +4,11 @@ A1111's `process_images` applies `p.override_settings` after the scripts' `befor
 a `sd_model_checkpoint` entry there loads that checkpoint for the job, and its `finally` block
 restores the previous value of the option when `p.override_settings_restore_afterwards` is set,
 also when the job fails or is interrupted. The next job then loads the user's model again.
-So the swap is an override entry, set in `before_process`, never a hand-rolled model load.
-Forge applies the same entry through its `checkpoint_change`; its extra modules (a VAE or text
-encoders the user chose for another model) are cleared for the job by one more entry, restored alike.
+So the swap is an override entry, set in `before_process`, never a hand-rolled model load. An API
+caller who asked A1111 to keep their own overrides (`override_settings_restore_afterwards: false`)
+keeps them: only the checkpoint is put back. Forge applies the same entry through its
+`checkpoint_change`; its extra modules (a VAE or text encoders the user chose for another model)
+are cleared for the job by one more entry, restored alike.
 """
 
 from __future__ import annotations
@@ -75,11 +77,13 @@ def choose_depth_checkpoint(requested: str, current: Any | None) -> Any:
 
 def override_checkpoint(p: Any, target: Any) -> dict[str, Any] | None:
     """Make the WebUI load `target` (without Forge's extra modules) for this job and restore the
-    previous choice afterwards.
+    previous choice afterwards, without changing what happens to the caller's other overrides.
 
     Returns the `override_settings` dict to put back when the job ends, or None when the job
     already runs on `target` as it is. The dict is replaced, not changed, because XYZ plot cells
-    are shallow copies of one `p` that share it.
+    are shallow copies of one `p` that share it. `override_settings_restore_afterwards` stays on:
+    the WebUI reads it after the scripts' `postprocess`, and for the caller's own overrides it
+    changes nothing once `_keep` applied them.
     """
     entries: dict[str, Any] = {}
     if job_checkpoint(p) is not target:
@@ -93,9 +97,20 @@ def override_checkpoint(p: Any, target: Any) -> dict[str, Any] | None:
     if not entries:
         return None
     previous = p.override_settings
+    if not p.override_settings_restore_afterwards:
+        _keep(previous)
     p.override_settings = {**previous, **entries}
     p.override_settings_restore_afterwards = True
     return previous
+
+
+def _keep(settings: dict[str, Any]) -> None:
+    """Apply overrides the caller wants kept after the job now, as `process_images` would a moment
+    later (`opts.set(..., is_api=True, run_callbacks=False)`): the values it then stores, and
+    restores after the job for the checkpoint's sake, are theirs, so they stay."""
+    for key, value in settings.items():
+        if key in shared.opts.data_labels:  # an unknown option fails the job in A1111's own loop
+            shared.opts.set(key, value, is_api=True, run_callbacks=False)
 
 
 def ensure_depth_yaml(info: Any) -> None:

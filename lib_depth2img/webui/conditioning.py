@@ -27,6 +27,7 @@ from ..depthmap import depth_conditioning
 from ..errors import SettingsError
 from ..geometry import Geometry
 from . import depth_service, host
+from .api import a1111_api_status
 
 LATENT_FACTOR = 8  # A1111's opt_f: image pixels per latent pixel
 
@@ -48,7 +49,8 @@ class DepthConditioner:
             return type(p).img2img_image_conditioning(p, source_image, latent_image, image_mask, round_image_mask)
         source_image = devices.cond_cast_float(source_image)  # as the host's own method starts
         if getattr(p, "init_images", None) and not p.is_hr_pass:
-            results = depth_service.depth_results(p.init_images, self.args, geometry=job_geometry(p))
+            with a1111_api_status():  # a damaged depth map, an interrupt
+                results = depth_service.depth_results(p.init_images, self.args, geometry=job_geometry(p))
             depths = self._keep([result.depth for result in results])
             latent_size = (p.height // LATENT_FACTOR, p.width // LATENT_FACTOR)  # the sampled latent's size
         else:  # txt2img's hires pass re-encodes its upscaled images through this method
@@ -68,7 +70,8 @@ class DepthConditioner:
         if self.args.depth_image is None:
             raise SettingsError(TXT2IMG_NEEDS_DEPTH_MAP)
         frame = Geometry(latent_size[1] * LATENT_FACTOR, latent_size[0] * LATENT_FACTOR)
-        return self._keep([depth_service.depth_results([None], self.args, geometry=frame)[0].depth])
+        with a1111_api_status():
+            return self._keep([depth_service.depth_results([None], self.args, geometry=frame)[0].depth])
 
     def _keep(self, depths: list[np.ndarray]) -> list[np.ndarray]:
         """Remember each distinct map once (batch count and the hires pass ask again for equal maps)."""

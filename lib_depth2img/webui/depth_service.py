@@ -18,6 +18,7 @@ WebUI's queue like its own GPU calls, report progress to its progress bar and st
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import threading
@@ -34,7 +35,7 @@ from torch import nn
 from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..depth_cache import DepthCache
 from ..depth_source import DepthResult, EstimationProgress, depth_for_images
-from ..errors import Interrupted, SettingsError, WeightsError
+from ..errors import AccessDenied, Interrupted, SettingsError, WeightsError
 from ..estimator_files import OFFICIAL_DOWNLOADS, find_weights, install_estimator as download_estimator
 from ..estimator_files import missing_weights_message
 from ..geometry import Geometry, GeometryRequest, fit_image
@@ -77,7 +78,20 @@ def installable_estimators() -> list[str]:
 
 def install_estimator(name: str, progress: Callable[[int, int | None], None] | None = None) -> str:
     """Download estimator `name`'s official weights into A1111's models folder; returns their path."""
+    _refuse_installs_where_a1111_does(f"the {name} weights into {paths.models_path}")
     return str(download_estimator(name, paths.models_path, progress=progress))
+
+
+def _refuse_installs_where_a1111_does(what: str) -> None:
+    """`AccessDenied` where A1111 refuses to install extensions (`--listen`, `--share`, `--ngrok` or
+    `--server-name` without `--enable-insecure-extension-access`): anyone who reaches the server
+    could otherwise fill its disk. The panel and the API both go through here."""
+    if shared.cmd_opts.disable_extension_access:
+        raise AccessDenied(
+            "Depth2img: downloading models is off on this server, as A1111's extension installs are, because "
+            "it is reachable from other machines (--listen, --share, --ngrok or --server-name). Put "
+            f"{what} by hand, or restart A1111 with --enable-insecure-extension-access."
+        )
 
 
 def get_estimator(args: Depth2imgArgs) -> DepthEstimator:
@@ -87,12 +101,14 @@ def get_estimator(args: Depth2imgArgs) -> DepthEstimator:
     global _estimator
     from ..depth import DepthEstimator, weights_id
 
-    path, name = _weights_file(args)
+    path, name = estimator_weights(args)
     key = (weights_id(path, name), name)
     with _lock:
         borrowed = _loaded_model_estimator(args, key[0])
         if borrowed is not None:
-            _estimator = None
+            if _estimator is not None:
+                _estimator = None
+                _give_memory_back()
             return borrowed
         if _estimator is None or _estimator[0] != key:
             _estimator = None  # free the previous one before loading the next
@@ -120,7 +136,7 @@ def _loaded_model_estimator(args: Depth2imgArgs, weights_id: str) -> DepthEstima
     if not isinstance(model.depth_model, nn.Module) or getattr(model.depth_model, "model", None) is None:
         return None
     info = model.sd_checkpoint_info
-    path, _ = _weights_file(args)
+    path, _ = estimator_weights(args)
     if os.path.abspath(info.filename) != os.path.abspath(path):
         return None
     spec = get_spec("dpt_hybrid")
@@ -150,8 +166,19 @@ def estimate_depth(
     size), through the job's path and cache; waits for A1111's queue and shows in its progress
     bar under `task_id` (a "task(...)" id from the browser), and stops on Interrupt."""
     with _queued(task_id):
-        frame = None if geometry is None else job_geometry(geometry, image)
-        return depth_results([image], args, geometry=frame, progress=_report_progress)[0]
+        return depth_map(image, args, geometry, progress=_report_progress)
+
+
+def depth_map(
+    image: Image.Image | None,
+    args: Depth2imgArgs,
+    geometry: GeometryRequest | None = None,
+    progress: EstimationProgress | None = None,
+) -> DepthResult:
+    """`estimate_depth` in the caller's thread, without A1111's queue: for code that already runs
+    inside it (a job, another extension's script), where waiting for the queue would never end."""
+    frame = None if geometry is None else job_geometry(geometry, image)
+    return depth_results([image], args, geometry=frame, progress=progress)[0]
 
 
 def job_geometry(request: GeometryRequest, image: Image.Image | None) -> Geometry:
@@ -168,6 +195,7 @@ def install_depth_model(fmt: str = "safetensors", progress: Callable[[int, int |
     """Download 512-depth-ema into A1111's checkpoint folder (with its YAML) and list it; returns its path."""
     from ..model_download import download_depth_model
 
+    _refuse_installs_where_a1111_does(f"512-depth-ema.{fmt} into {sd_models.model_path}")
     path = download_depth_model(sd_models.model_path, fmt=fmt, progress=progress)
     with _queue_lock():
         sd_models.list_models()
@@ -278,8 +306,9 @@ def _models_roots() -> list[Path]:
     return roots
 
 
-def _weights_file(args: Depth2imgArgs) -> tuple[str, str]:
-    """(weights file, registry name) of the estimator `args` choose."""
+def estimator_weights(args: Depth2imgArgs) -> tuple[str, str]:
+    """(weights file, registry name) of the estimator `args` choose; `SettingsError` for an unknown
+    estimator, `WeightsError` where its weights are not here."""
     from ..depth import ESTIMATORS
 
     if args.estimator == EMBEDDED_ESTIMATOR:
@@ -295,6 +324,15 @@ def _weights_file(args: Depth2imgArgs) -> tuple[str, str]:
     if path is None:
         raise WeightsError(missing_weights_message(args.estimator, _models_roots()))
     return os.fspath(path), args.estimator
+
+
+def _give_memory_back() -> None:
+    """Return a dropped estimator's memory: CUDA's cached blocks (A1111's `torch_gc`), and on Linux
+    the C heap's free pages, which glibc would otherwise keep in the process (about 0.5 GB of
+    MiDaS tensors freed on the CPU)."""
+    devices.torch_gc()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _offload_after_use() -> bool:

@@ -14,21 +14,26 @@ from __future__ import annotations
 import dataclasses
 import glob
 import inspect
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastapi.routing import APIRoute
 from modules import images, script_callbacks
 
 from ..args import Depth2imgArgs
 from ..depthmap import depth_to_16bit, depth_to_preview
-from ..errors import Depth2imgError, ImageError, SettingsError
-from ..images import IMAGE_EXTENSIONS
+from ..errors import ImageError, SettingsError
+from ..images import IMAGE_EXTENSIONS, load_base64_image, load_depth_map
 from . import api, checkpoint_swap, depth_service, infotext_xyz, settings
 from .conditioning import TXT2IMG_NEEDS_DEPTH_MAP, DepthConditioner
 from .preview import PreviewWiring
 
+log = logging.getLogger(__name__)
+
 TITLE = infotext_xyz.TITLE
+A1111_API_PREFIX = "/sdapi/v1/"
 JOB_ATTRIBUTE = "depth2img_job"
 SHADOWED_METHODS = ("img2img_image_conditioning", "txt2img_image_conditioning", "init")
 DEPTH_SUFFIX = "-depth"
@@ -45,7 +50,22 @@ def register_callbacks() -> None:
 
 
 def _mount_api(demo: Any, app: Any) -> None:
-    api.mount(app, depth_service)
+    """The routes beside A1111's own API and behind the same access rules: only where A1111's API is
+    on (`--api`, `--nowebui`), with the dependencies of its routes (its `--api-auth` check)."""
+    dependencies = a1111_api_dependencies(app)
+    if dependencies is None:
+        log.info("Depth2img: A1111's API is off, so are the /depth2img/v1 routes; start A1111 with --api to use them.")
+        return
+    api.mount(app, depth_service, dependencies)
+
+
+def a1111_api_dependencies(app: Any) -> list[Any] | None:
+    """The dependencies A1111 (`modules.api.api.Api.add_api_route`) puts on each of its own routes:
+    `Depends(Api.auth)` under `--api-auth`, none without; None where A1111's API is not on `app`."""
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path.startswith(A1111_API_PREFIX):
+            return list(route.dependencies)
+    return None
 
 
 def capture_component(script: Any, component: Any) -> None:
@@ -90,7 +110,7 @@ def parse_args(values: Sequence[Any]) -> Depth2imgArgs:
         values = [dict(values[0])]
     args = Depth2imgArgs.from_values(values)
     if isinstance(args.depth_image, str):  # the API sends images as base64, never as server paths
-        args = dataclasses.replace(args, depth_image=api.decode_base64_image(args.depth_image, "depth_image"))
+        args = dataclasses.replace(args, depth_image=load_base64_image(args.depth_image, name="depth_image"))
     return args
 
 
@@ -118,14 +138,12 @@ def postprocess(p: Any, processed: Any) -> None:
 
 
 def refuse(p: Any, error: Exception) -> None:
-    """Stop this job before it generates anything, with `error` as the message the user sees;
-    a user error also carries its HTTP status for A1111's API middleware (a bug stays a 500)."""
-    if isinstance(error, Depth2imgError):
-        error.status_code = api.http_status(error)
-        error.detail = str(error)
+    """Stop this job before it generates anything, with `error` as the message the user sees
+    (over the API with its HTTP status)."""
 
     def init(*args: Any, **kwargs: Any) -> None:
-        raise error
+        with api.a1111_api_status():
+            raise error
 
     p.init = init
     setattr(p, JOB_ATTRIBUTE, DepthJob(p, None, None))
@@ -146,6 +164,10 @@ class DepthJob:
             raise SettingsError(TXT2IMG_NEEDS_DEPTH_MAP)
         args = _with_batch_depth_map(args)
         target = checkpoint_swap.choose_depth_checkpoint(args.checkpoint, checkpoint_swap.job_checkpoint(p))
+        # what would fail mid-job fails now, before the swap loads the depth model
+        depth_service.estimator_weights(args)
+        if args.depth_image is not None:
+            load_depth_map(args.depth_image, name="depth_image")
         previous_override = checkpoint_swap.override_checkpoint(p, target)
         conditioner = DepthConditioner(p, args)
         p.img2img_image_conditioning = conditioner.img2img_image_conditioning

@@ -7,6 +7,7 @@ it as `webui/`; `FORGE_DIR` names a Forge checkout the same way. Their Python is
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -72,12 +73,13 @@ def webui_python(webui: Path, kind: WebUIKind = A1111) -> Path | None:
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
-def launch_command(webui: Path, port: int, checkpoint: str, kind: WebUIKind = A1111) -> list[str]:
-    """`python launch.py` with the kind's flags, listening on `port`, starting on `checkpoint`."""
+def launch_command(webui: Path, port: int, checkpoint: str, kind: WebUIKind = A1111,
+                   extra_flags: tuple[str, ...] = ()) -> list[str]:
+    """`python launch.py` with the kind's flags and `extra_flags`, listening on `port`, starting on `checkpoint`."""
     python = webui_python(webui, kind)
     if python is None:
         raise FileNotFoundError(f"no Python for {webui}: set {kind.python_variable} or create {webui}/venv")
-    return [str(python), "launch.py", *kind.launch_flags, "--port", str(port),
+    return [str(python), "launch.py", *kind.launch_flags, *extra_flags, "--port", str(port),
             "--ckpt", str(Path("models/Stable-diffusion") / checkpoint)]
 
 
@@ -88,16 +90,22 @@ def free_port() -> int:
 
 
 class Server:
-    """One WebUI process on 127.0.0.1, spoken to with the standard library."""
+    """One WebUI process on 127.0.0.1, spoken to with the standard library; with `credentials`
+    (user, password) it runs with `--api-auth` and every request sends them unless told not to."""
 
-    def __init__(self, webui: Path, log_path: Path, checkpoint: str = BASE_CHECKPOINT, kind: WebUIKind = A1111) -> None:
+    def __init__(
+        self, webui: Path, log_path: Path, checkpoint: str = BASE_CHECKPOINT,
+        credentials: tuple[str, str] | None = None, kind: WebUIKind = A1111,
+    ) -> None:
         self.webui = webui
         self.kind = kind
         self.port = free_port()
         self.log_path = log_path
+        self.credentials = credentials
+        extra_flags = ("--api-auth", ":".join(credentials)) if credentials else ()
         self.log = open(log_path, "wb")  # noqa: SIM115  (the server writes to it until stop())
         self.process = subprocess.Popen(
-            launch_command(self.webui, self.port, checkpoint, kind), cwd=self.webui, stdout=self.log,
+            launch_command(self.webui, self.port, checkpoint, kind, extra_flags), cwd=self.webui, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **OFFLINE_ENVIRONMENT),
         )
 
@@ -119,14 +127,25 @@ class Server:
         raise TimeoutError(f"{self.kind.name} did not start within {START_TIMEOUT} s; see {self.log_path}")
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url(path), data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        status, text = self.send(method, path, None if body is None else json.dumps(body).encode())
+        return status, json.loads(text or "null")
+
+    def send(
+        self, method: str, path: str, content: bytes | None = None, credentials: tuple[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> tuple[int, str]:
+        """(status, response text) for raw `content`; `credentials` other than the server's, or
+        none at all with `authenticated=False`."""
+        headers = {"Content-Type": "application/json"}
+        credentials = credentials or (self.credentials if authenticated else None)
+        if credentials:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+        request = urllib.request.Request(self.url(path), data=content, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=JOB_TIMEOUT) as answer:
-                return answer.status, json.loads(answer.read() or b"null")
+                return answer.status, answer.read().decode()
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+            return error.code, error.read().decode()
 
     def get(self, path: str) -> tuple[int, dict]:
         return self.request("GET", path)
@@ -149,8 +168,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(webui: Path, log_path: Path, kind: WebUIKind = A1111) -> Iterator[Server]:
-    server = Server(webui, log_path, kind=kind)
+def running_server(
+    webui: Path, log_path: Path, credentials: tuple[str, str] | None = None, kind: WebUIKind = A1111
+) -> Iterator[Server]:
+    server = Server(webui, log_path, credentials=credentials, kind=kind)
     try:
         server.wait_ready()
         yield server
@@ -165,6 +186,8 @@ def extension_installed(webui: Path, repo: Path = REPO, kind: WebUIKind = A1111)
     created = not link.exists()
     if created:
         link.symlink_to(repo, target_is_directory=True)
+    elif link.resolve() != repo.resolve():
+        raise RuntimeError(f"{link} is another checkout ({link.resolve()}); the test would run its code, not {repo}")
     try:
         installer = (
             "import sys; sys.argv = ['launch.py']; from modules import launch_utils; "

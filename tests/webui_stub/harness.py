@@ -17,7 +17,10 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from modules import errors, images, processing, script_callbacks, script_loading, scripts, sd_models, shared
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from modules import call_queue, errors, images, processing, script_callbacks, script_loading, scripts, sd_models, shared
+from modules.api.api import Api
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -210,6 +213,19 @@ class WebUI:
 
     def txt2img(self, **kwargs: Any) -> processing.Processed:
         return processing.process_images(self.txt2img_p(**kwargs))
+
+    # -- the HTTP API ----------------------------------------------------------------------------
+
+    def serve(self, **flags: Any) -> TestClient:
+        """A client of the app `webui.py` builds under these command-line flags (`api=True` for
+        `--api`): A1111's API where it is on, then the `app_started` callbacks, which mount ours."""
+        shared.cmd_opts = shared.parse_command_line(**flags)
+        shared.opts.outdir_samples = str(self.outputs)
+        app = FastAPI()
+        if shared.cmd_opts.api or shared.cmd_opts.nowebui:
+            Api(app, call_queue.queue_lock)
+        script_callbacks.app_started_callback(None if shared.cmd_opts.nowebui else self.demo, app)
+        return TestClient(app)
 
     @property
     def model(self) -> Any:

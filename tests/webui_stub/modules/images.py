@@ -12,7 +12,8 @@ saved: list[str] = []
 
 
 def resize_image(resize_mode, im, width, height, upscaler_name=None):
-    """0 stretch, 1 cover and centre-crop, 2 fit, centre and fill the borders with stretched edges."""
+    """0 stretch, 1 cover and centre-crop, 2 fit, centre and fill the borders with the stretched edge
+    rows (or columns); sides rounded down, an odd border leaves one black line (no upscalers)."""
     if resize_mode in (0, 3):
         return im.resize((width, height), resample=Image.LANCZOS)
     ratio, src_ratio = width / height, im.width / im.height
@@ -26,21 +27,12 @@ def resize_image(resize_mode, im, width, height, upscaler_name=None):
     res = Image.new("RGB", (width, height))
     left, top = width // 2 - src_w // 2, height // 2 - src_h // 2
     res.paste(resized, box=(left, top))
-    if resize_mode == 2:
-        if top > 0:
-            res.paste(resized.resize((width, 1), box=(0, 0, src_w, 1)).resize((width, top)), box=(0, 0))
-            bottom = top + src_h
-            res.paste(
-                resized.resize((width, 1), box=(0, src_h - 1, src_w, src_h)).resize((width, height - bottom)),
-                box=(0, bottom),
-            )
-        if left > 0:
-            res.paste(resized.resize((1, height), box=(0, 0, 1, src_h)).resize((left, height)), box=(0, 0))
-            right = left + src_w
-            res.paste(
-                resized.resize((1, height), box=(src_w - 1, 0, src_w, src_h)).resize((width - right, height)),
-                box=(right, 0),
-            )
+    if resize_mode == 2 and top > 0:  # a zero-height box stretches the edge row
+        res.paste(resized.resize((width, top), box=(0, 0, width, 0)), box=(0, 0))
+        res.paste(resized.resize((width, top), box=(0, src_h, width, src_h)), box=(0, top + src_h))
+    elif resize_mode == 2 and left > 0:
+        res.paste(resized.resize((left, height), box=(0, 0, 0, height)), box=(0, 0))
+        res.paste(resized.resize((left, height), box=(src_w, 0, src_w, height)), box=(left + src_w, 0))
     return res
 
 

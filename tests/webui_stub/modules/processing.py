@@ -301,7 +301,11 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             samples = F.interpolate(
                 samples, size=(target_height // opt_f, target_width // opt_f), mode="bilinear"
             )
-            image_conditioning = self.txt2img_image_conditioning(samples)
+            if getattr(self, "inpainting_mask_weight", shared.opts.inpainting_mask_weight) < 1.0:
+                decoded = torch.stack(decode_latent_batch(self.sd_model, samples)).float()
+                image_conditioning = self.img2img_image_conditioning(decoded, samples)
+            else:
+                image_conditioning = self.txt2img_image_conditioning(samples)
         else:
             lowres = torch.clamp((decoded_samples + 1.0) / 2.0, min=0.0, max=1.0)
             batch_images = []

@@ -17,6 +17,7 @@ BUILTIN_OPTIONS = {
     "return_grid": OptionInfo(True, "Show grid in gallery"),
     "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts with this color"),
     "outdir_samples": OptionInfo("", "Output directory for images"),
+    "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength"),
 }
 
 
@@ -49,14 +50,29 @@ class State:
         self.job_count = 0
 
 
+COMMAND_LINE_DEFAULTS = {
+    "ckpt_dir": None, "ckpt": None, "lowvram": False, "medvram": False, "no_half": True,
+    "disable_safe_unpickle": False, "api": False, "nowebui": False, "api_auth": None, "listen": False,
+    "share": False, "ngrok": None, "server_name": None, "enable_insecure_extension_access": False,
+}
+"""The `modules.cmd_args` options the extension or the stub reads, with A1111's defaults."""
+
+
+def parse_command_line(**flags) -> SimpleNamespace:
+    """`cmd_opts` for these flags (`api_auth="user:pass"` for `--api-auth user:pass`), with the two
+    options `modules/shared_cmd_options.py` derives from them."""
+    parsed = SimpleNamespace(**{**COMMAND_LINE_DEFAULTS, **flags})
+    parsed.webui_is_non_local = any([parsed.share, parsed.listen, parsed.ngrok, parsed.server_name])
+    parsed.disable_extension_access = parsed.webui_is_non_local and not parsed.enable_insecure_extension_access
+    return parsed
+
+
 def reset() -> None:
     """Fresh opts, state and command-line options (test isolation)."""
     global opts, state, cmd_opts
     opts = options.Options(BUILTIN_OPTIONS)
     state = State()
-    cmd_opts = SimpleNamespace(
-        ckpt_dir=None, ckpt=None, lowvram=False, medvram=False, no_half=True, disable_safe_unpickle=False
-    )
+    cmd_opts = parse_command_line()
 
 
 opts: options.Options
