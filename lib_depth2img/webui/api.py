@@ -53,7 +53,7 @@ from ..model_download import DownloadError
 from ..ui import DepthApiServices, depth_png
 from .api_models import (
     DepthRequest, DepthResponse, InstallEstimatorRequest, InstallEstimatorResponse, InstallRequest, InstallResponse,
-    ModelsResponse, ScriptArgsResponse, set_fields,
+    PYDANTIC_2, ModelsResponse, ScriptArgsResponse, set_fields,
 )
 
 ROUTE_PREFIX = "/depth2img/v1"
@@ -146,6 +146,8 @@ class _BoundedBodyRoute(APIRoute):
             try:
                 return await handler(_BoundedBodyRequest(request.scope, request.receive))
             except RequestValidationError as error:
+                if not PYDANTIC_2:
+                    raise
                 raise RequestValidationError(_json_safe(error.errors())) from error
 
         return bounded

@@ -110,7 +110,7 @@ def reference(tmp_path_factory) -> dict[str, tuple[int, dict]]:
     if (FORGE_DIR / "extensions" / EXTENSION_NAME).exists():
         pytest.skip(f"{EXTENSION_NAME} is already installed in {FORGE_DIR}; cannot run the reference without it")
     log_path = tmp_path_factory.mktemp("logs") / "forge-without-extension.log"
-    with running_server(FORGE_DIR, log_path, FORGE) as server:
+    with running_server(FORGE_DIR, log_path, kind=FORGE) as server:
         return {"base": server.post("/sdapi/v1/img2img", job()),
                 "depth": server.post("/sdapi/v1/img2img", job(depth_model=True))}
 
@@ -124,7 +124,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
     vae.parent.mkdir(parents=True, exist_ok=True)
     save_file({"decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(vae))
     try:
-        with extension_installed(FORGE_DIR, kind=FORGE), running_server(FORGE_DIR, log_path, FORGE) as server:
+        with extension_installed(FORGE_DIR, kind=FORGE), running_server(FORGE_DIR, log_path, kind=FORGE) as server:
             yield server
     finally:
         vae.unlink()
