@@ -1,4 +1,4 @@
-"""AUTOMATIC1111 entry point: the Depth2img script. Thin on purpose: lib_depth2img.webui does the work."""
+"""WebUI entry point (A1111 and Forge): the Depth2img script. Thin on purpose: lib_depth2img.webui does the work."""
 
 from modules import scripts
 

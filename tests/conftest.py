@@ -14,6 +14,28 @@ import torch
 from PIL import Image
 
 
+def _no_gradio_stubs_beside_tests() -> None:
+    """gradio 4 and 5 write a `.pyi` beside the source of every component subclass they meet;
+    the host stand-ins (A1111's InputAccordion, ToolButton) live in tests/ and must leave no files.
+    Forge patches the same function for its own classes."""
+    try:
+        from gradio import component_meta
+    except ImportError:
+        return
+    if not hasattr(component_meta, "create_or_modify_pyi"):
+        return  # gradio 3
+    write_stub = component_meta.create_or_modify_pyi
+
+    def only_for_gradio(component_class: type, class_name: str, events: list) -> None:
+        if component_class.__module__.startswith("gradio."):
+            write_stub(component_class, class_name, events)
+
+    component_meta.create_or_modify_pyi = only_for_gradio
+
+
+_no_gradio_stubs_beside_tests()
+
+
 @pytest.fixture
 def save_image(tmp_path: Path) -> Callable[..., Path]:
     """save_image(name, image_or_array, **save_args) -> path of the file written under tmp_path."""

@@ -2,13 +2,12 @@
 
 Everything runs on a demo checkpoint written in tmp by the code `serve --demo` uses, at 64 x 64
 in 2 steps. Jobs go through gradio's own `process_api` (preprocessing, the callback,
-postprocessing), with inputs as the browser sends them: images as data URLs.
+postprocessing), with inputs as the browser sends them (`support.gradio_events.sent`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import html
 import io
 import os
@@ -19,6 +18,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
+from support.gradio_events import event_of, output_file, output_image, page_scripts, sent
 
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.cli import build_parser
@@ -75,38 +75,35 @@ def right_half_mask() -> Image.Image:
     return Image.fromarray(mask)
 
 
-def data_url(image: Image.Image) -> str:
+def as_sent(image: Image.Image) -> Any:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return sent(buffer.getvalue())
 
 
 def browser_values(app: DepthApp, *, init: Any = None, mask: Any = None, **changes: Any) -> list[Any]:
     """Generate's inputs as the browser sends them: the components' values with `changes`
-    (by `GenerationRequest` or `Depth2imgArgs` field name); images become data URLs."""
+    (by `GenerationRequest` or `Depth2imgArgs` field name); images become uploads."""
     current = {name: control.value for name, control in app.job_controls.items()}
     current |= {name: control.value for name, control in app.panel.controls.items()}
     current |= {"steps": 2, "seed": 1, **changes}
     images = [init, mask, current["depth_image"]]
-    init, mask, current["depth_image"] = (data_url(i) if isinstance(i, Image.Image) else i for i in images)
+    init, mask, current["depth_image"] = (as_sent(i) if isinstance(i, Image.Image) else i for i in images)
     depth_settings = (current[name] for name, _ in Depth2imgArgs.specs())
     return [init, mask, *(current[name] for name in JOB_CONTROLS), *depth_settings]
 
 
-def dependency_index(app: DepthApp, trigger: Any) -> int:
-    dependencies = app.blocks.dependencies
-    return next(i for i, dependency in enumerate(dependencies) if trigger._id in dependency["targets"])
 
 
 def generate(app: DepthApp, **values: Any) -> dict[str, Any]:
     """One Generate click through gradio: {gallery, preview, status, infotext} as sent back."""
     inputs = browser_values(app, **values)
-    output = asyncio.run(app.blocks.process_api(dependency_index(app, app.generate_button), inputs, state={}))
+    output = asyncio.run(app.blocks.process_api(event_of(app.blocks, app.generate_button).key, inputs, state=None))
     return dict(zip(("gallery", "preview", "status", "infotext"), output["data"], strict=True))
 
 
 def gallery_files(result: dict[str, Any]) -> list[Path]:
-    return [Path(item[0]["name"]) for item in result["gallery"]]
+    return [output_file(item[0] if isinstance(item, (list, tuple)) else item) for item in result["gallery"]]
 
 
 def params_of(path: Path) -> dict[str, str]:
@@ -126,7 +123,7 @@ def test_app_builds_around_the_shared_panel_with_its_script_and_style(app: Depth
     assert app.panel.controls["enabled"].visible is False and app.panel.controls["enabled"].value is True
     assert app.panel.controls["checkpoint"].value == DEMO_CHECKPOINT_NAME
     assert config["css"].startswith(app_module.PANEL_STYLE.read_text())
-    scripts = [dependency["js"] for dependency in config["dependencies"] if dependency["js"]]
+    scripts = page_scripts(app.blocks)
     assert any("depth2imgApplyHints" in script and "createElement('script')" in script for script in scripts)
 
 
@@ -248,7 +245,7 @@ def test_inpaint_keeps_the_init_image_outside_the_mask(app: DepthApp) -> None:
 
 def test_the_depth_map_used_replaces_the_preview(app: DepthApp) -> None:
     result = generate(app, init=picture(), depth_image=ramp_16bit())
-    preview = Image.open(io.BytesIO(base64.b64decode(result["preview"].split(",", 1)[1])))  # a data URL
+    preview = output_image(result["preview"])
     assert np.asarray(preview.convert("L"))[-1].mean() > 245
 
 
@@ -258,7 +255,7 @@ def test_the_depth_map_used_replaces_the_preview(app: DepthApp) -> None:
     ("values", "message"),
     [
         ({}, "Give an init image, your own depth map, or both."),
-        ({"init": "data:image/png;base64,bm90IGFuIGltYWdl"}, "the init image: not an image that can be"),
+        ({"init": sent(b"not an image")}, "the init image: not an image that can be"),
         ({"init": picture(), "far_clip": 0.8, "near_clip": 0.2}, "far clip (0.8) must be below near clip"),
         ({"init": picture(), "width": 100}, "Width must be a multiple of 8, got 100."),
         ({"init": picture(), "mask": right_half_mask().resize((32, 32))}, "use a mask of the same size"),
@@ -283,7 +280,7 @@ def job_settings(app: DepthApp, **changes: Any) -> list[Any]:
 
 
 def test_progress_reports_every_sampling_step(app: DepthApp) -> None:
-    wired = app.blocks.fns[dependency_index(app, app.generate_button)]
+    wired = event_of(app.blocks, app.generate_button)
     assert wired.tracks_progress  # gradio found the gr.Progress parameter, so the browser shows the steps
     reports = []
     settings = job_settings(app, steps=3)

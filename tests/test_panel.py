@@ -1,4 +1,5 @@
-"""The gradio panel in gradio 3.41.2 (A1111 v1.10): layout from the specs, preview, refresh, install, browser side."""
+"""The gradio panel (gradio 5 here; 3.41 and 4.40 in test_panel_gradio_versions): layout from the specs,
+preview, refresh, install, browser side."""
 
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
+from support.gradio_events import choice_values, event_of, page_scripts, upload
 
 from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.depth_cache import DepthCache
 from lib_depth2img.depth_source import DepthResult, depth_for_image
 from lib_depth2img.geometry import Geometry, GeometryRequest
-from lib_depth2img.ui.panel import NO_CHECKPOINT_MESSAGE, HostWidgets, PreviewSource, build_panel, wire_preview
+from lib_depth2img.ui.panel import (
+    NO_CHECKPOINT_MESSAGE,
+    HostWidgets,
+    PreviewSource,
+    build_panel,
+    wire_preview,
+)
 
 JS_FILE = Path(__file__).resolve().parent.parent / "javascript" / "depth2img.js"
 CHECKPOINT_TITLE = "512-depth-ema.safetensors [ece79d931a]"
@@ -112,10 +120,7 @@ def build(tab: str = "img2img", services: Any = None, *, fields: dict[str, Any] 
 
 def handler(demo: gr.Blocks, trigger: Any):
     """The Python function wired to `trigger`'s click."""
-    for dependency, function in zip(demo.dependencies, demo.fns):
-        if trigger._id in dependency["targets"]:
-            return function.fn
-    raise AssertionError(f"nothing is wired to {trigger.elem_id}")
+    return event_of(demo, trigger).fn
 
 
 def ancestors(block: Any) -> list[Any]:
@@ -132,10 +137,10 @@ def values(panel, **changes: Any) -> list[Any]:
     return [changes.get(name, current[name]) for name, _ in Depth2imgArgs.specs()]
 
 
-def png_data_url(image: Image.Image) -> str:
+def png_upload(image: Image.Image) -> Any:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return upload(buffer.getvalue())
 
 
 def status_text(status_html: str) -> str:
@@ -222,23 +227,22 @@ def test_without_a_depth_checkpoint_the_install_button_and_the_message_show():
     assert missing.install_button.visible and NO_CHECKPOINT_MESSAGE in missing.status.value
     _, found, _ = build()
     assert not found.install_button.visible and found.status.value == ""
-    assert found.controls["checkpoint"].choices == [CHECKPOINT_TITLE]
+    assert choice_values(found.controls["checkpoint"]) == [CHECKPOINT_TITLE]
 
 
 # -- own depth map upload ------------------------------------------------------------------------
 
 def test_own_depth_map_upload_stays_16_bit():
     levels = (np.arange(64 * 32, dtype=np.uint32).reshape(32, 64) * 31).astype(np.uint16)
-    upload = png_data_url(Image.fromarray(levels, mode="I;16"))
     _, panel, _ = build()
-    image = panel.controls["depth_image"].preprocess(upload)
+    image = panel.controls["depth_image"].preprocess(png_upload(Image.fromarray(levels, mode="I;16")))
     assert image.mode == "I;16" and np.array_equal(np.asarray(image), levels)
 
 
 def test_undecodable_upload_is_passed_on_for_a_clear_message():
-    broken = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n not really").decode()
+    broken = upload(b"\x89PNG\r\n\x1a\n not really")
     _, panel, _ = build()
-    assert panel.controls["depth_image"].preprocess(broken) == broken
+    assert panel.controls["depth_image"].preprocess(broken) == getattr(broken, "path", broken)
 
 
 # -- preview -------------------------------------------------------------------------------------
@@ -293,7 +297,7 @@ def test_preview_in_txt2img_shows_your_own_depth_map(services):
 
 def test_preview_of_an_undecodable_depth_map_names_the_problem(services, gradient_image):
     demo, panel, _ = build(services=services)
-    broken = panel.controls["depth_image"].preprocess("data:image/png;base64," + "A" * 100)
+    broken = panel.controls["depth_image"].preprocess(upload(base64.b64decode("A" * 100)))
     shown, _, status = handler(demo, panel.preview_button)(
         "", 0, gradient_image, None, None, None, None, *values(panel, depth_image=broken)
     )
@@ -332,10 +336,10 @@ def test_a_bug_in_the_preview_is_logged_and_reported_without_breaking_the_page(s
 def test_preview_asks_the_browser_for_the_selected_tabs_and_a_task_id():
     img2img_demo, _, _ = build("img2img")
     txt2img_demo, _, _ = build("txt2img")
-    preview_js = [dependency["js"] for dependency in img2img_demo.config["dependencies"] if dependency["js"]]
+    preview_js = page_scripts(img2img_demo)
     assert preview_js == ['(...args) => depth2imgPreviewInputs(["mode_img2img"], 5, '
                           f'{1 + 1 + 5 + 13}, "depth2img_img2img_preview_image", "img2img", args)']
-    txt2img_js = [dependency["js"] for dependency in txt2img_demo.config["dependencies"] if dependency["js"]]
+    txt2img_js = page_scripts(txt2img_demo)
     assert txt2img_js == ['(...args) => depth2imgPreviewInputs([], 0, 14, "depth2img_txt2img_preview_image", '
                           '"txt2img", args)']
 

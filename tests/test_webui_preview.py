@@ -13,6 +13,7 @@ import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
 from modules import call_queue, processing, progress, shared
 from PIL import Image
 from webui_stub import harness
+from support.gradio_events import choice_labels, event_of
 from webui_stub.harness import gradient
 
 from lib_depth2img.args import Depth2imgArgs
@@ -38,23 +39,21 @@ def click_preview(webui: harness.WebUI, tab: int, sources: dict[int, object], ta
     except `controls` (by elem_id), as the browser sends them."""
     wiring = webui.script(True).preview_wiring
     panel = wiring.panel
-    (dependency,) = [d for d in webui.demo.config["dependencies"] if panel.preview_button._id in d["targets"]]
-    function = next(fn.fn for d, fn in zip(webui.demo.dependencies, webui.demo.fns) if d is dependency)
-    values = [as_sent(webui.demo.blocks[index]) for index in dependency["inputs"]]
+    event = event_of(webui.demo, panel.preview_button)
+    values = [as_sent(component) for component in event.inputs]
     values[0], values[1], values[2] = task_id, tab, resize_tab
     for position, source in enumerate(harness.INIT_IMAGE_ELEM_IDS):
         values[3 + position] = sources.get(position)
-    by_elem_id = {webui.demo.blocks[index].elem_id: position for position, index in enumerate(dependency["inputs"])}
+    by_elem_id = {component.elem_id: position for position, component in enumerate(event.inputs)}
     for elem_id, value in controls.items():
         values[by_elem_id[elem_id]] = value
-    return function(*values)
+    return event.fn(*values)
 
 
 def as_sent(block: object) -> object:
     """A control's default as the handler gets it: a radio of type "index" gives the choice's number."""
     if isinstance(block, gr.Radio) and block.type == "index":
-        labels = [choice[0] if isinstance(choice, tuple) else choice for choice in block.choices]
-        return labels.index(block.value)
+        return choice_labels(block).index(block.value)
     return block.value
 
 

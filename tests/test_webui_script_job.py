@@ -136,7 +136,7 @@ def test_selection_is_restored_when_the_job_is_interrupted(started, monkeypatch)
     processing.process_images(p)
     assert len(started.model.unet_calls) == 1  # the loop stopped after the first batch
     assert selected_title() == base
-    assert "depth2img_job" not in vars(p) and "depth2img_image_conditioning" not in vars(p)
+    assert "depth2img_job" not in vars(p) and "img2img_image_conditioning" not in vars(p)
 
 
 def test_a_selected_depth_model_is_used_without_a_swap(webui):
@@ -228,7 +228,7 @@ def test_a_job_leaves_nothing_on_p(started):
     processing.process_images(p)
     assert not set(vars(p)) & {
         "depth2img_job",
-        "depth2img_image_conditioning",
+        "img2img_image_conditioning",
         "txt2img_image_conditioning",
         "init",
     }

@@ -11,6 +11,7 @@ import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
 from modules import images, infotext_utils, processing, script_callbacks, shared
 from PIL import Image
 from webui_stub import harness
+from support.gradio_events import event_of
 from webui_stub.harness import FIELDS, gradient
 
 from lib_depth2img.args import Depth2imgArgs
@@ -36,9 +37,7 @@ def test_preview_reads_every_control_of_the_tab_in_either_page_order(webui, cont
     for is_img2img, tab in ((True, "img2img"), (False, "txt2img")):
         wiring = webui.script(is_img2img).preview_wiring
         assert wiring.wired
-        (dependency,) = [d for d in webui.demo.config["dependencies"]
-                         if wiring.panel.preview_button._id in d["targets"]]
-        wired = {webui.demo.blocks[i].elem_id for i in dependency["inputs"]}
+        wired = {component.elem_id for component in event_of(webui.demo, wiring.panel.preview_button).inputs}
         assert set(harness.A1111_CONTROLS[tab]) <= wired
 
 

@@ -32,7 +32,6 @@ import gradio as gr
 from ..args import Depth2imgArgs
 from ..cli.generate import REQUEST_DEFAULTS
 from ..depthmap import depth_to_16bit
-from ..geometry import RESIZE_MODES, GeometryRequest
 from ..engine.pipeline import (
     MAX_BATCH,
     MAX_CFG_SCALE,
@@ -44,10 +43,19 @@ from ..engine.pipeline import (
 )
 from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from ..errors import Depth2imgError
+from ..geometry import RESIZE_MODES, GeometryRequest
 from ..images import load_image, make_output_folder, save_atomically
 from ..infotext import png_info
 from .engine_services import EngineServices, load_init_image
-from .panel import DepthPanel, HostWidgets, PreviewSource, build_panel, keep_undecodable_uploads, wire_preview
+from .panel import (
+    DepthPanel,
+    HostWidgets,
+    PreviewSource,
+    build_panel,
+    js_option,
+    keep_undecodable_uploads,
+    wire_preview,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +199,7 @@ def build_app(services: EngineServices, outputs_dir: Path) -> DepthApp:
         stop_button.click(runner.stop, inputs=[], outputs=[status], queue=False)  # not behind the job
         for button in (panel.refresh_button, panel.install_button):  # a checkpoint may have arrived
             button.click(update_notice, inputs=[], outputs=[notice], show_progress="hidden")
-        blocks.load(None, _js=_script_loader(PANEL_SCRIPT.read_text(encoding="utf-8")))
+        blocks.load(None, **js_option(_script_loader(PANEL_SCRIPT.read_text(encoding="utf-8"))))
     blocks.queue()  # progress needs it; one job at a time, previews wait behind it
     return DepthApp(
         blocks, panel, runner, init_image, mask, job_controls, generate_button, stop_button, gallery,

@@ -3,7 +3,8 @@
 Every control is built from `Depth2imgArgs.specs()` (label, bounds, step, hint), so the panel
 never repeats a setting. The panel knows no host: a host passes its services, its image
 component(s) and, if it has them, its own layout classes (A1111's `InputAccordion`,
-`ToolButton`, `FormRow`). Runs on gradio 3.41 (A1111 v1.10) and on gradio 4 (Forge).
+`ToolButton`, `FormRow`). Runs on gradio 3.41 (A1111 v1.10), 4.40 (Forge) and 5 (the standalone
+app); it never tests a host's layout objects with isinstance (Forge's `InputAccordion` is a factory).
 
 Wiring a host (A1111 adapter, from `Script.ui(is_img2img)`)::
 
@@ -204,7 +205,7 @@ def wire_preview(panel: DepthPanel, source: PreviewSource) -> None:
         f"{json.dumps(panel.preview_image.elem_id)}, {json.dumps(panel.tab)}, args)"
     )
     panel.preview_button.click(
-        preview, inputs=inputs, outputs=[panel.preview_image, panel.depth_file, panel.status], **_js_option(js)
+        preview, inputs=inputs, outputs=[panel.preview_image, panel.depth_file, panel.status], **js_option(js)
     )
 
 
@@ -466,6 +467,6 @@ def _status_html(message: str, *, error: bool = False) -> str:
     return f'<p class="depth2img-status {kind}">{html.escape(message)}</p>'
 
 
-def _js_option(code: str) -> dict[str, str]:
-    """The browser-side function of an event: `_js=` in gradio 3, `js=` in gradio 4."""
+def js_option(code: str) -> dict[str, str]:
+    """The browser-side function of an event: `_js=` in gradio 3, `js=` in gradio 4 and 5."""
     return {"_js": code} if _GRADIO_MAJOR < 4 else {"js": code}

@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from ..args import Depth2imgArgs
@@ -51,7 +53,7 @@ from ..model_download import DownloadError
 from ..ui import DepthApiServices, depth_png
 from .api_models import (
     DepthRequest, DepthResponse, InstallEstimatorRequest, InstallEstimatorResponse, InstallRequest, InstallResponse,
-    ModelsResponse, ScriptArgsResponse, set_fields,
+    PYDANTIC_2, ModelsResponse, ScriptArgsResponse, set_fields,
 )
 
 ROUTE_PREFIX = "/depth2img/v1"
@@ -141,9 +143,26 @@ class _BoundedBodyRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def bounded(request: Request) -> Response:
-            return await handler(_BoundedBodyRequest(request.scope, request.receive))
+            try:
+                return await handler(_BoundedBodyRequest(request.scope, request.receive))
+            except RequestValidationError as error:
+                if not PYDANTIC_2:
+                    raise
+                raise RequestValidationError(_json_safe(error.errors())) from error
 
         return bounded
+
+
+def _json_safe(value: Any) -> Any:
+    """Validation errors as JSON can carry them: pydantic 2 (Forge, the app) puts the refused input
+    into each error, and a NaN or infinity there would make FastAPI's 422 answer a 500."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 @contextlib.contextmanager

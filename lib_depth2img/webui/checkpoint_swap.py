@@ -6,7 +6,9 @@ restores the previous value of the option when `p.override_settings_restore_afte
 also when the job fails or is interrupted. The next job then loads the user's model again.
 So the swap is an override entry, set in `before_process`, never a hand-rolled model load. An API
 caller who asked A1111 to keep their own overrides (`override_settings_restore_afterwards: false`)
-keeps them: only the checkpoint is put back.
+keeps them: only the checkpoint is put back. Forge applies the same entry through its
+`checkpoint_change`; its extra modules (a VAE or text encoders the user chose for another model)
+are cleared for the job by one more entry, restored alike.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from modules import sd_models, shared
 
 from ..checkpoints import depth_yaml_path, is_depth_checkpoint, write_depth_yaml
 from ..errors import WeightsError
+from . import host
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +76,30 @@ def choose_depth_checkpoint(requested: str, current: Any | None) -> Any:
 
 
 def override_checkpoint(p: Any, target: Any) -> dict[str, Any] | None:
-    """Make A1111 load `target` for this job and restore the previous choice afterwards, without
-    changing what happens to the caller's other overrides.
+    """Make the WebUI load `target` (without Forge's extra modules) for this job and restore the
+    previous choice afterwards, without changing what happens to the caller's other overrides.
 
     Returns the `override_settings` dict to put back when the job ends, or None when the job
-    already runs on `target`. The dict is replaced, not changed, because XYZ plot cells are
-    shallow copies of one `p` that share it. `override_settings_restore_afterwards` stays on:
-    A1111 reads it after the scripts' `postprocess`, and for the caller's own overrides it changes
-    nothing once `_keep` applied them.
+    already runs on `target` as it is. The dict is replaced, not changed, because XYZ plot cells
+    are shallow copies of one `p` that share it. `override_settings_restore_afterwards` stays on:
+    the WebUI reads it after the scripts' `postprocess`, and for the caller's own overrides it
+    changes nothing once `_keep` applied them.
     """
-    if job_checkpoint(p) is target:
+    entries: dict[str, Any] = {}
+    if job_checkpoint(p) is not target:
+        ensure_depth_yaml(target)
+        if CHECKPOINT_OPTION not in shared.opts.data:
+            # process_images restores only options present in opts.data; record the model it would load
+            shared.opts.data[CHECKPOINT_OPTION] = sd_models.select_checkpoint().title
+        entries[CHECKPOINT_OPTION] = target.title
+    if host.additional_modules(shared.opts.data):
+        entries[host.ADDITIONAL_MODULES_OPTION] = []
+    if not entries:
         return None
-    ensure_depth_yaml(target)
-    if CHECKPOINT_OPTION not in shared.opts.data:
-        # process_images restores only options present in opts.data; record the model it would load
-        shared.opts.data[CHECKPOINT_OPTION] = sd_models.select_checkpoint().title
     previous = p.override_settings
     if not p.override_settings_restore_afterwards:
         _keep(previous)
-    p.override_settings = {**previous, CHECKPOINT_OPTION: target.title}
+    p.override_settings = {**previous, **entries}
     p.override_settings_restore_afterwards = True
     return previous
 

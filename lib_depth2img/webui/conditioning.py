@@ -1,12 +1,15 @@
-"""The depth conditioning of a job, handed to A1111's sampler in place of its native depth step.
+"""The depth conditioning of a job, handed to the WebUI's sampler in place of its own step.
 
-A1111 computes a depth model's image conditioning in `StableDiffusionProcessing`'s
-`depth2img_image_conditioning(source_image)` (img2img, inpaint, the hires pass) and
-`txt2img_image_conditioning(x, width, height)` (txt2img). `DepthConditioner` provides both for
-one job; the job shadows the two bound methods on that `p` instance only, so A1111's own step
-(MiDaS per batch item, a VAE encode just for the size, batch-wide normalisation) never runs.
+Both hosts compute a model's image conditioning in `StableDiffusionProcessing`'s
+`img2img_image_conditioning(source_image, latent_image, ...)` (img2img, inpaint, the hires pass)
+and `txt2img_image_conditioning(x, width, height)` (txt2img, the latent hires pass), and hand it
+to the UNet as `c_concat`. On the depth model A1111's native step runs MiDaS per batch item,
+VAE-encodes just for the size and normalises batch-wide; Forge builds a 5-channel inpainting
+tensor that does not fit the depth UNet at all. `DepthConditioner` provides both methods for one
+job; the job shadows them on that `p` only, and any other model (a hires checkpoint) gets the
+host's own conditioning.
 
-Depth is estimated on the pixels A1111 gives the model (`depth_service.depth_results` with the
+Depth is estimated on the pixels the WebUI gives the model (`depth_service.depth_results` with the
 job's `Geometry`: width x height by the resize mode, or the "Only masked" crop `p.paste_to`),
 so a preview made with the same settings is a cache hit and shows exactly this map.
 """
@@ -17,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from modules import devices
 
 from ..args import Depth2imgArgs
 from ..depthmap import depth_conditioning
 from ..errors import SettingsError
 from ..geometry import Geometry
-from . import depth_service
+from . import depth_service, host
 from .api import a1111_api_status
 
 LATENT_FACTOR = 8  # A1111's opt_f: image pixels per latent pixel
@@ -37,9 +41,13 @@ class DepthConditioner:
         self.depth_maps: list[np.ndarray] = []
         """The distinct maps fed to the model (0 = far, 1 = near), at the generation geometry."""
 
-    def depth2img_image_conditioning(self, source_image: torch.Tensor) -> torch.Tensor:
-        """Stands in for `p.depth2img_image_conditioning`: [B, 1, h, w] for the batch `source_image`."""
+    def img2img_image_conditioning(self, source_image: torch.Tensor, latent_image: torch.Tensor,
+                                   image_mask: Any = None, round_image_mask: bool = True) -> torch.Tensor:
+        """Stands in for `p.img2img_image_conditioning`: [B, 1, h, w] for the batch `source_image`."""
         p = self.p
+        if not host.is_depth_model(p.sd_model):
+            return type(p).img2img_image_conditioning(p, source_image, latent_image, image_mask, round_image_mask)
+        source_image = devices.cond_cast_float(source_image)  # as the host's own method starts
         if getattr(p, "init_images", None) and not p.is_hr_pass:
             with a1111_api_status():  # a damaged depth map, an interrupt
                 results = depth_service.depth_results(p.init_images, self.args, geometry=job_geometry(p))
@@ -51,12 +59,9 @@ class DepthConditioner:
         return self._batch(depths, latent_size, source_image.shape[0], source_image)
 
     def txt2img_image_conditioning(self, x: torch.Tensor, width: int | None = None, height: int | None = None) -> torch.Tensor:
-        """Stands in for `p.txt2img_image_conditioning`; a model other than the depth model (a hires
-        checkpoint) gets A1111's own conditioning."""
-        from ldm.models.diffusion.ddpm import LatentDepth2ImageDiffusion
-
+        """Stands in for `p.txt2img_image_conditioning`: [B, 1, h, w] from your own depth map."""
         p = self.p
-        if not isinstance(p.sd_model, LatentDepth2ImageDiffusion):
+        if not host.is_depth_model(p.sd_model):
             return type(p).txt2img_image_conditioning(p, x, width, height)
         latent_size = tuple(x.shape[-2:])
         return self._batch(self._own_map_depths(latent_size), latent_size, x.shape[0], x)

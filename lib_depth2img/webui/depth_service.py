@@ -10,8 +10,9 @@ any other estimator of the registry loaded from its release file where users alr
 (`estimator_files`): models/depth_anything_v2, models/depth_anything, models/midas, and
 ControlNet's annotator folders. While the loaded model is that depth checkpoint, "embedded" runs
 the model's own MiDaS (`sd_model.depth_model`, under A1111's memory handling) and no second
-copy stays in memory. Previews and the HTTP route wait for A1111's queue like its own GPU calls,
-report progress to its progress bar and stop on Interrupt.
+copy stays in memory; Forge drops the checkpoint's MiDaS when it loads the model, so there
+"embedded" is always read from the checkpoint file. Previews and the HTTP route wait for the
+WebUI's queue like its own GPU calls, report progress to its progress bar and stop on Interrupt.
 """
 
 from __future__ import annotations
@@ -311,10 +312,8 @@ def estimator_weights(args: Depth2imgArgs) -> tuple[str, str]:
     from ..depth import ESTIMATORS
 
     if args.estimator == EMBEDDED_ESTIMATOR:
-        current = sd_models.model_data.sd_model
-        info = checkpoint_swap.choose_depth_checkpoint(
-            args.checkpoint, None if current is None else current.sd_checkpoint_info
-        )
+        current = getattr(sd_models.model_data.sd_model, "sd_checkpoint_info", None)  # Forge starts without
+        info = checkpoint_swap.choose_depth_checkpoint(args.checkpoint, current)
         return info.filename, "dpt_hybrid"
     spec = ESTIMATORS.get(args.estimator)
     if spec is None:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 TITLE = infotext_xyz.TITLE
 A1111_API_PREFIX = "/sdapi/v1/"
 JOB_ATTRIBUTE = "depth2img_job"
-SHADOWED_METHODS = ("depth2img_image_conditioning", "txt2img_image_conditioning", "init")
+SHADOWED_METHODS = ("img2img_image_conditioning", "txt2img_image_conditioning", "init")
 DEPTH_SUFFIX = "-depth"
 
 
@@ -170,7 +170,7 @@ class DepthJob:
             load_depth_map(args.depth_image, name="depth_image")
         previous_override = checkpoint_swap.override_checkpoint(p, target)
         conditioner = DepthConditioner(p, args)
-        p.depth2img_image_conditioning = conditioner.depth2img_image_conditioning
+        p.img2img_image_conditioning = conditioner.img2img_image_conditioning
         if is_txt2img:
             p.txt2img_image_conditioning = conditioner.txt2img_image_conditioning
         p.extra_generation_params.update(args.to_infotext())

@@ -183,6 +183,11 @@ def test_preview_own_depth_map_and_generate_in_the_browser(
     )
     assert _gray_stats(page, preview)["spread"] > 1, "the estimated depth preview is blank"
     assert _element_shot(page, "#depth2img_panel_preview_image", tmp_path / "estimated.png") > 1
+    download = page.locator("#depth2img_panel_depth_file a").first  # the 16-bit PNG offered beside it
+    playwright.expect(download).to_be_visible()
+    with urllib.request.urlopen(urllib.parse.urljoin(url, download.get_attribute("href"))) as response:
+        sixteen = Image.open(io.BytesIO(response.read()))
+    assert sixteen.mode in ("I;16", "I") and sixteen.size == (SIZE, SIZE)
 
     page.set_input_files("#depth2img_panel_depth_image input[type=file]", str(_own_depth_map(tmp_path)))
     _loaded_img(page, "#depth2img_panel_depth_image")

@@ -1,7 +1,8 @@
-"""Finding and starting the real A1111 v1.10.1 that tier-5 tests run against.
+"""Finding and starting the real WebUIs that tier-5 tests run against: A1111 v1.10.1 and Forge.
 
 `SD_WEBUI_DIR` names the A1111 checkout (the folder holding `launch.py`), or a folder that holds
-it as `webui/`. Its Python is `SD_WEBUI_PYTHON`, else a `venv` inside the checkout or beside it.
+it as `webui/`; `FORGE_DIR` names a Forge checkout the same way. Their Python is
+`SD_WEBUI_PYTHON` / `FORGE_PYTHON`, else a `venv` inside the checkout or beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 LAUNCH_FLAGS = (
@@ -25,8 +27,29 @@ LAUNCH_FLAGS = (
     "--server-name", "127.0.0.1", "--no-download-sd-model", "--api",
 )
 """Flags for a CPU-only, offline A1111 bound to this machine (see shared/WEBUI_ON_CPU.md)."""
+FORGE_LAUNCH_FLAGS = (
+    "--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test", "--skip-version-check",
+    "--skip-python-version-check", "--always-cpu", "--all-in-fp32", "--clip-in-fp32", "--vae-in-fp32",
+    "--no-half", "--no-half-vae", "--precision", "full", "--server-name", "127.0.0.1",
+    "--no-download-sd-model", "--api",
+)
+"""Flags for a CPU-only, offline Forge bound to this machine (see shared/FORGE.md)."""
 
-OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+@dataclass(frozen=True)
+class WebUIKind:
+    """Which WebUI: where its checkout and Python are named, and how it starts on this CPU."""
+
+    name: str
+    directory_variable: str
+    python_variable: str
+    launch_flags: tuple[str, ...]
+
+
+A1111 = WebUIKind("A1111", "SD_WEBUI_DIR", "SD_WEBUI_PYTHON", LAUNCH_FLAGS)
+FORGE = WebUIKind("Forge", "FORGE_DIR", "FORGE_PYTHON", FORGE_LAUNCH_FLAGS)
+
+OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DIFFUSERS_OFFLINE": "1"}
 REPO = Path(__file__).resolve().parents[2]
 EXTENSION_NAME = "sd-webui-depth2img"
 START_TIMEOUT = 900
@@ -35,8 +58,8 @@ BASE_CHECKPOINT = "sd2-base-random.safetensors"
 DEPTH_CHECKPOINT = "512-depth-ema.safetensors"
 
 
-def webui_checkout() -> Path | None:
-    root = os.environ.get("SD_WEBUI_DIR")
+def webui_checkout(kind: WebUIKind = A1111) -> Path | None:
+    root = os.environ.get(kind.directory_variable)
     if not root:
         return None
     for candidate in (Path(root), Path(root) / "webui"):
@@ -45,17 +68,18 @@ def webui_checkout() -> Path | None:
     return None
 
 
-def webui_python(webui: Path) -> Path | None:
-    candidates = [os.environ.get("SD_WEBUI_PYTHON"), webui / "venv/bin/python", webui.parent / "venv/bin/python"]
+def webui_python(webui: Path, kind: WebUIKind = A1111) -> Path | None:
+    candidates = [os.environ.get(kind.python_variable), webui / "venv/bin/python", webui.parent / "venv/bin/python"]
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
-def launch_command(webui: Path, port: int, checkpoint: str, extra_flags: tuple[str, ...] = ()) -> list[str]:
-    """`python launch.py` with the flags above and `extra_flags`, listening on `port`, starting on `checkpoint`."""
-    python = webui_python(webui)
+def launch_command(webui: Path, port: int, checkpoint: str, kind: WebUIKind = A1111,
+                   extra_flags: tuple[str, ...] = ()) -> list[str]:
+    """`python launch.py` with the kind's flags and `extra_flags`, listening on `port`, starting on `checkpoint`."""
+    python = webui_python(webui, kind)
     if python is None:
-        raise FileNotFoundError(f"no Python for {webui}: set SD_WEBUI_PYTHON or create {webui}/venv")
-    return [str(python), "launch.py", *LAUNCH_FLAGS, *extra_flags, "--port", str(port),
+        raise FileNotFoundError(f"no Python for {webui}: set {kind.python_variable} or create {webui}/venv")
+    return [str(python), "launch.py", *kind.launch_flags, *extra_flags, "--port", str(port),
             "--ckpt", str(Path("models/Stable-diffusion") / checkpoint)]
 
 
@@ -66,21 +90,22 @@ def free_port() -> int:
 
 
 class Server:
-    """One A1111 process on 127.0.0.1, spoken to with the standard library; with `credentials`
+    """One WebUI process on 127.0.0.1, spoken to with the standard library; with `credentials`
     (user, password) it runs with `--api-auth` and every request sends them unless told not to."""
 
     def __init__(
         self, webui: Path, log_path: Path, checkpoint: str = BASE_CHECKPOINT,
-        credentials: tuple[str, str] | None = None,
+        credentials: tuple[str, str] | None = None, kind: WebUIKind = A1111,
     ) -> None:
         self.webui = webui
+        self.kind = kind
         self.port = free_port()
         self.log_path = log_path
         self.credentials = credentials
         extra_flags = ("--api-auth", ":".join(credentials)) if credentials else ()
         self.log = open(log_path, "wb")  # noqa: SIM115  (the server writes to it until stop())
         self.process = subprocess.Popen(
-            launch_command(self.webui, self.port, checkpoint, extra_flags), cwd=self.webui, stdout=self.log,
+            launch_command(self.webui, self.port, checkpoint, kind, extra_flags), cwd=self.webui, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, **OFFLINE_ENVIRONMENT),
         )
 
@@ -88,18 +113,18 @@ class Server:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def wait_ready(self) -> None:
-        """Wait for A1111's "Startup time" line, printed once its API routes are added: a request
-        that arrives earlier makes starlette refuse A1111's API middleware and the start fails."""
+        """Wait for the "Startup time" line (both WebUIs), printed once the API routes are added: a
+        request that arrives earlier makes starlette refuse the API middleware and the start fails."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"A1111 exited ({self.process.returncode}); see {self.log_path}")
+                raise RuntimeError(f"{self.kind.name} exited ({self.process.returncode}); see {self.log_path}")
             if b"Startup time:" in self.log_path.read_bytes():
                 status, answer = self.get("/sdapi/v1/options")
                 assert status == 200, answer
                 return
             time.sleep(3)
-        raise TimeoutError(f"A1111 did not start within {START_TIMEOUT} s; see {self.log_path}")
+        raise TimeoutError(f"{self.kind.name} did not start within {START_TIMEOUT} s; see {self.log_path}")
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         status, text = self.send(method, path, None if body is None else json.dumps(body).encode())
@@ -143,8 +168,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(webui: Path, log_path: Path, credentials: tuple[str, str] | None = None) -> Iterator[Server]:
-    server = Server(webui, log_path, credentials=credentials)
+def running_server(
+    webui: Path, log_path: Path, credentials: tuple[str, str] | None = None, kind: WebUIKind = A1111
+) -> Iterator[Server]:
+    server = Server(webui, log_path, credentials=credentials, kind=kind)
     try:
         server.wait_ready()
         yield server
@@ -153,8 +180,8 @@ def running_server(webui: Path, log_path: Path, credentials: tuple[str, str] | N
 
 
 @contextlib.contextmanager
-def extension_installed(webui: Path, repo: Path = REPO) -> Iterator[Path]:
-    """The repository as extensions/sd-webui-depth2img (a link), its install.py run by A1111's helper."""
+def extension_installed(webui: Path, repo: Path = REPO, kind: WebUIKind = A1111) -> Iterator[Path]:
+    """The repository as extensions/sd-webui-depth2img (a link), its install.py run by the WebUI's helper."""
     link = webui / "extensions" / EXTENSION_NAME
     created = not link.exists()
     if created:
@@ -166,7 +193,7 @@ def extension_installed(webui: Path, repo: Path = REPO) -> Iterator[Path]:
             "import sys; sys.argv = ['launch.py']; from modules import launch_utils; "
             f"launch_utils.run_extension_installer({str(link)!r})"
         )
-        result = subprocess.run([str(webui_python(webui)), "-c", installer], cwd=webui,
+        result = subprocess.run([str(webui_python(webui, kind)), "-c", installer], cwd=webui,
                                 capture_output=True, text=True, timeout=600, check=False)
         assert result.returncode == 0, result.stderr
         assert "Error running install.py" not in result.stdout + result.stderr, result.stdout + result.stderr
