@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lib_depth2img.args import Depth2imgArgs
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.cli.a1111_params import read_parameters
 from lib_depth2img.errors import SettingsError
 

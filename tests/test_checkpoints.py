@@ -1,4 +1,4 @@
-"""Depth-checkpoint detection, discovery and the renamed YAML (lib_depth2img.checkpoints)."""
+"""Depth-checkpoint detection, discovery and the renamed YAML (lib_depth2img.checkpoints.discovery)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import yaml
 from safetensors.numpy import save_file
 from support.webui import webui_checkout
 
-from lib_depth2img import checkpoints
-from lib_depth2img.checkpoints import (
+from lib_depth2img.checkpoints import discovery
+from lib_depth2img.checkpoints.discovery import (
     DEPTH_MARKER_KEY,
     find_depth_checkpoints,
     inspect_checkpoint,
@@ -33,9 +33,9 @@ UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    checkpoints.clear_cache()
+    discovery.clear_cache()
     yield
-    checkpoints.clear_cache()
+    discovery.clear_cache()
 
 
 def write_safetensors(path: Path, depth: bool = True) -> Path:
@@ -270,13 +270,13 @@ def test_fast_on_a_5_gb_safetensors(tmp_path):
 def test_results_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     path = write_safetensors(tmp_path / "m.safetensors")
     calls = []
-    real = checkpoints._inspect_uncached
-    monkeypatch.setattr(checkpoints, "_inspect_uncached", lambda p, s: calls.append(p) or real(p, s))
+    real = discovery._inspect_uncached
+    monkeypatch.setattr(discovery, "_inspect_uncached", lambda p, s: calls.append(p) or real(p, s))
     first = inspect_checkpoint(path)
     assert inspect_checkpoint(str(path)) is first and len(calls) == 1
     write_safetensors(path, depth=False)  # different size and mtime
     assert inspect_checkpoint(path).kind == "other" and len(calls) == 2
-    checkpoints.clear_cache()
+    discovery.clear_cache()
     inspect_checkpoint(path)
     assert len(calls) == 3
 
@@ -326,7 +326,7 @@ def test_name_hint_orders_within_depth_models(tmp_path):
 # --------------------------------------------------------------------------- the YAML
 
 # configs/stable-diffusion/v2-midas-inference.yaml of Stability-AI/stablediffusion (commit ca86da3),
-# checked key by key against that file; written flat, independently of checkpoints.DEPTH_CONFIG.
+# checked key by key against that file; written flat, independently of discovery.DEPTH_CONFIG.
 EXPECTED_FLAT = {
     "model.base_learning_rate": 5.0e-07,
     "model.target": "ldm.models.diffusion.ddpm.LatentDepth2ImageDiffusion",
@@ -444,15 +444,15 @@ def test_yaml_write_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoints.os, "link", fail)
-    monkeypatch.setattr(checkpoints.os, "replace", fail)
+    monkeypatch.setattr(discovery.os, "link", fail)
+    monkeypatch.setattr(discovery.os, "replace", fail)
     with pytest.raises(WeightsError, match="No space left"):
         write_depth_yaml(ckpt)
     assert [p.name for p in tmp_path.iterdir()] == ["d.safetensors"]
 
 
 def test_module_structure_matches_expected():
-    assert_same_structure(flatten(checkpoints.DEPTH_CONFIG), EXPECTED_FLAT)
+    assert_same_structure(flatten(discovery.DEPTH_CONFIG), EXPECTED_FLAT)
 
 
 @pytest.mark.webui
@@ -529,6 +529,6 @@ def test_damaged_files_never_raise(tmp_path, kind):
         if i % 5 == 0:
             damaged = damaged[: int(rng.integers(1, len(damaged)))]
         target.write_bytes(bytes(damaged))
-        checkpoints.clear_cache()
+        discovery.clear_cache()
         found = inspect_checkpoint(target)  # must not raise
         assert found.kind in ("depth", "other", "unreadable")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_depth2img.depth import DepthEstimator, build_dpt
+from lib_depth2img.estimators import DepthEstimator, build_dpt
 from lib_depth2img.errors import ImageError, SettingsError
 
 

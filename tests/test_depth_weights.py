@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from lib_depth2img.depth import (
+from lib_depth2img.estimators import (
     DepthEstimator,
     build_dpt,
     load_depth_state_dict,
     weights_id,
     write_tiny_depth_weights,
 )
-from lib_depth2img.depth.beit import relative_position_index
+from lib_depth2img.estimators.beit import relative_position_index
 from lib_depth2img.errors import WeightsError
 
 SD_PREFIX = "depth_model.model."

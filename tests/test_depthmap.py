@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_depth2img.args import DepthAdjustments
-from lib_depth2img.depthmap import (
+from lib_depth2img.settings import DepthAdjustments
+from lib_depth2img.depthmaps.values import (
     apply_adjustments,
     depth_conditioning,
     depth_to_16bit,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lib_depth2img.depth import DepthEstimator
+from lib_depth2img.estimators import DepthEstimator
 from lib_depth2img.engine import TINY, build_model, load_checkpoint, write_demo_checkpoint
 from lib_depth2img.errors import WeightsError
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lib_depth2img.errors import SettingsError
-from lib_depth2img.geometry import (
+from lib_depth2img.depthmaps.geometry import (
     Geometry,
     GeometryRequest,
     fit_image,

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from lib_depth2img.args import Depth2imgArgs
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.infotext import (
     Infotext,
     build_infotext,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depthmap import normalize_depth
+from lib_depth2img.settings import Depth2imgArgs
+from lib_depth2img.depthmaps.values import normalize_depth
 from lib_depth2img.engine import write_demo_checkpoint
 from lib_depth2img.engine import pipeline
 from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest, _to_pil

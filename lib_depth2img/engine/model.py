@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..depth import DepthEstimator, build_dpt
+from ..estimators import DepthEstimator, build_dpt
 from ..errors import WeightsError
 from .text_encoder import OpenCLIPTextEncoder, TextConfig
 from .unet import UNetConfig, UNetModel

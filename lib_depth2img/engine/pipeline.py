@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
-from ..depth import DepthEstimator
-from ..depth_cache import DepthCache
-from ..depth_source import depth_for_image, estimate_raw_depths
-from ..depthmap import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
+from ..estimators import DepthEstimator
+from ..depthmaps.cache import DepthCache
+from ..depthmaps.source import depth_for_image, estimate_raw_depths
+from ..depthmaps.values import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
 from ..errors import SettingsError
-from ..geometry import RESIZE_MODES, Geometry, fit_image, fit_map
+from ..depthmaps.geometry import RESIZE_MODES, Geometry, fit_image, fit_map
 from ..images import load_image
 from ..infotext import build_infotext, model_hash
 from .denoiser import GuidedDenoiser

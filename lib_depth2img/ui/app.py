@@ -29,10 +29,10 @@ from typing import Any
 
 import gradio as gr
 
-from ..args import Depth2imgArgs
+from ..settings import Depth2imgArgs
 from ..cli.generate import REQUEST_DEFAULTS
-from ..depthmap import depth_to_16bit
-from ..geometry import RESIZE_MODES, GeometryRequest
+from ..depthmaps.values import depth_to_16bit
+from ..depthmaps.geometry import RESIZE_MODES, GeometryRequest
 from ..engine.pipeline import (
     MAX_BATCH,
     MAX_CFG_SCALE,

@@ -14,7 +14,7 @@ from typing import Any
 
 from modules import images
 
-from ..geometry import GeometryRequest
+from ..depthmaps.geometry import GeometryRequest
 from ..ui.panel import DepthPanel, PreviewSource, selected_image, wire_preview
 
 INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")

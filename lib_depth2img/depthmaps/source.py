@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .args import Depth2imgArgs
-from .depth_cache import DepthCache, DepthKey, depth_key
-from .depthmap import apply_adjustments, normalize_depth
-from .errors import SettingsError
+from ..settings import Depth2imgArgs
+from .cache import DepthCache, DepthKey, depth_key
+from .values import apply_adjustments, normalize_depth
+from ..errors import SettingsError
 from .geometry import Geometry, fit_image, fit_map
-from .images import load_depth_map
+from ..images import load_depth_map
 
 if TYPE_CHECKING:
-    from .depth import DepthEstimator
+    from ..estimators import DepthEstimator
 
 
 class DepthOrigin(str, enum.Enum):

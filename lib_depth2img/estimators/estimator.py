@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lib_depth2img.depth.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
-from lib_depth2img.depth.registry import EstimatorSpec, get_spec, resolution_note
-from lib_depth2img.depth.weights import (
+from lib_depth2img.estimators.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
+from lib_depth2img.estimators.registry import EstimatorSpec, get_spec, resolution_note
+from lib_depth2img.estimators.weights import (
     build_loaded_dpt,
     is_tiny_state_dict,
     load_depth_state_dict,

@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from lib_depth2img.depth.registry import ESTIMATORS, EstimatorSpec, build_dpt, get_spec
+from lib_depth2img.estimators.registry import ESTIMATORS, EstimatorSpec, build_dpt, get_spec
 from lib_depth2img.errors import WeightsError
 
 SD_DEPTH_PREFIX = "depth_model.model."

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .args import DepthAdjustments
-from .errors import SettingsError
+from ..settings import DepthAdjustments
+from ..errors import SettingsError
 
 CONDITIONING_EPSILON = 0.001
 """The `+ 0.001` in the training-time normalisation of `LatentDepth2ImageDiffusion`."""

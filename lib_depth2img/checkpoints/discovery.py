@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
 
