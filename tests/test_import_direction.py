@@ -63,15 +63,18 @@ def _is_under(module: str, roots: tuple[str, ...]) -> bool:
 SOURCES = sorted(PACKAGE_ROOT.rglob("*.py"))
 
 
+BANNED = {
+    "core": (*FOREIGN, *(f"lib_depth2img.{host}" for host in (*HOSTS, *HOST_MODULES))),
+    "engine": ("modules", "gradio", "lib_depth2img.webui", "lib_depth2img.ui", "lib_depth2img.cli"),
+    "ui": ("modules", "lib_depth2img.webui", "lib_depth2img.cli"),
+    "webui": ("lib_depth2img.cli", "lib_depth2img.engine"),
+    "cli": ("modules", "lib_depth2img.webui"),
+}
+"""What each layer must not import; hosts stack as cli -> ui -> engine -> core and webui -> ui -> core."""
+
+
 def _forbidden(path: Path, root: Path = PACKAGE_ROOT) -> list[str]:
-    layer = _layer(_module_name(path, root))
-    host_packages = tuple(f"lib_depth2img.{host}" for host in (*HOSTS, *HOST_MODULES))
-    if layer == "core":
-        banned = (*FOREIGN, *host_packages)
-    elif layer == "engine":
-        banned = ("lib_depth2img.webui", "lib_depth2img.ui", "lib_depth2img.cli", "modules")
-    else:
-        return []
+    banned = BANNED.get(_layer(_module_name(path, root)) or "", ())
     return sorted(module for module in _imported_modules(path, root) if _is_under(module, banned))
 
 
@@ -102,6 +105,13 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
         "modules.shared",
     ]
     assert _forbidden(engine_module, fake_root) == ["lib_depth2img.ui", "lib_depth2img.ui.panel"]
+    panel = fake_root / "ui" / "bad.py"
+    panel.parent.mkdir()
+    panel.write_text("from ..cli.generate import REQUEST_DEFAULTS\nfrom ..engine import pipeline\n")
+    assert _forbidden(panel, fake_root) == [
+        "lib_depth2img.cli.generate",
+        "lib_depth2img.cli.generate.REQUEST_DEFAULTS",
+    ]
 
 
 def test_every_source_is_checked() -> None:

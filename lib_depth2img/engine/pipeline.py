@@ -184,6 +184,13 @@ class GenerationRequest:
         return load_image(self.depth.depth_image, name="your depth map").size
 
 
+REQUEST_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(GenerationRequest)
+    if f.name not in ("init_image", "mask", "depth", "depth_range")
+}
+"""A request's settings besides its images, with their defaults: what the CLI's flags and the app's fields give."""
+
+
 @dataclass
 class GenerationResult:
     """The images (with the init image composited back outside the mask when inpainting), the

@@ -30,7 +30,6 @@ from typing import Any
 import gradio as gr
 
 from ..settings import Depth2imgArgs
-from ..cli.generate import REQUEST_DEFAULTS
 from ..depthmaps.values import depth_to_16bit
 from ..depthmaps.geometry import RESIZE_MODES, GeometryRequest
 from ..engine.pipeline import (
@@ -39,6 +38,7 @@ from ..engine.pipeline import (
     MAX_MASK_BLUR,
     MAX_SIDE,
     MAX_STEPS,
+    REQUEST_DEFAULTS,
     GenerationRequest,
     GenerationResult,
 )
