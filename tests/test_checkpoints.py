@@ -271,7 +271,7 @@ def test_results_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     path = write_safetensors(tmp_path / "m.safetensors")
     calls = []
     real = discovery._inspect_uncached
-    monkeypatch.setattr(discovery, "_inspect_uncached", lambda p, s: calls.append(p) or real(p, s))
+    monkeypatch.setattr(discovery, "_inspect_uncached", lambda p: calls.append(p) or real(p))
     first = inspect_checkpoint(path)
     assert inspect_checkpoint(str(path)) is first and len(calls) == 1
     write_safetensors(path, depth=False)  # different size and mtime
