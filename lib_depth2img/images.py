@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import os
 import re
@@ -43,6 +44,17 @@ _MIN_BASE64_LENGTH = 64  # the smallest PNG is ~70 bytes; shorter strings are me
 _PILLOW_PIXEL_COUNT = re.compile(r"\((\d+) pixels\)")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _EXIF_ORIENTATION = 0x0112
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """Equal for images with equal pixels (mode, size, palette), whatever object holds them: the key
+    under which work on an image is cached or shared."""
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(f"{image.mode} {image.size}".encode())
+    palette = image.getpalette() if image.mode in ("P", "PA") else None
+    if palette is not None:
+        digest.update(bytes(palette))
+    return digest.hexdigest()
 
 
 def load_image(

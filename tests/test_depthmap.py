@@ -89,8 +89,8 @@ def test_adjustments_stay_in_float():
 
 
 def test_clip_bounds_in_the_wrong_order_are_a_settings_error():
-    with pytest.raises(SettingsError, match="far clip"):
-        apply_adjustments(RAMP, DepthAdjustments(far_clip=0.7, near_clip=0.3))
+    with pytest.raises(SettingsError, match=r"far clip \(0\.7\) must be below near clip \(0\.3\)"):
+        DepthAdjustments(far_clip=0.7, near_clip=0.3)
 
 
 def test_blur_softens_an_edge_and_keeps_borders_and_mean():

@@ -262,7 +262,6 @@ def depth_safetensors_bytes(tmp_path: Path) -> bytes:
 def depth_source(server, tmp_path):
     data = depth_safetensors_bytes(tmp_path)
     server.files["512-depth-ema.safetensors"] = data
-    discovery.clear_cache()
     return ModelSource(
         "512-depth-ema.safetensors",
         "https://example.org/512-depth-ema.safetensors",

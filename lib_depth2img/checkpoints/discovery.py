@@ -16,7 +16,6 @@ Finding depth checkpoints
     an ordering hint: among depth checkpoints, those with "depth" in the name come first (the
     official 512-depth-ema before a merge that happens to carry the depth model), then natural
     path order. So `find_depth_checkpoints(folders)[0]` is always a real depth checkpoint.
-    With `include_others=True` the other checkpoints follow, "depth"-named ones first.
 
 The renamed YAML
     A1111 and its forks load `<checkpoint stem>.yaml` beside a checkpoint as its model config.
@@ -74,12 +73,6 @@ class CheckpointInspection:
 _cache: dict[tuple[str, int, int], CheckpointInspection] = {}
 _cache_lock = threading.Lock()
 _CACHE_LIMIT = 4096
-
-
-def clear_cache() -> None:
-    """Forget every cached inspection (they are also invalidated by size/mtime changes)."""
-    with _cache_lock:
-        _cache.clear()
 
 
 def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInspection:
@@ -170,8 +163,6 @@ def _candidate_files(folder: Path) -> list[Path]:
 
 def find_depth_checkpoints(
     folders: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
-    *,
-    include_others: bool = False,
 ) -> list[Path]:
     """Checkpoints (`.ckpt`, `.safetensors`) under `folders`, searched recursively like A1111.
 
@@ -193,13 +184,11 @@ def find_depth_checkpoints(
             if real in seen:
                 continue
             seen.add(real)
-            depth = is_depth_checkpoint(path)
-            if not depth and not include_others:
-                continue
-            name_hint = "depth" in path.name.lower()
-            ranked.append((0 if depth else 1, 0 if name_hint else 1, [order, *_natural_key(str(path))], path))
-    ranked.sort(key=lambda item: item[:3])
-    return [item[3] for item in ranked]
+            if is_depth_checkpoint(path):
+                name_hint = "depth" in path.name.lower()
+                ranked.append((0 if name_hint else 1, [order, *_natural_key(str(path))], path))
+    ranked.sort(key=lambda item: item[:2])
+    return [item[2] for item in ranked]
 
 
 # --------------------------------------------------------------------------- the YAML

@@ -1,7 +1,6 @@
 """`DepthEstimator`: a loaded depth network and the one way to turn images into depth maps with it."""
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from lib_depth2img.estimators.weights import (
     weights_id,
 )
 from lib_depth2img.errors import SettingsError
+from lib_depth2img.images import pixel_digest
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,10 @@ class DepthEstimator:
         """
         net_size = self.checked_net_size(net_size)
         rule = self.spec.input_rule
-        arrays = [image_to_rgb_array(image) for image in images]
-        keys = [_content_key(array) for array in arrays]
-        unique = dict(zip(keys, arrays))
-        by_input_size: dict[tuple[int, int], list[bytes]] = {}
+        # One image (the depth source's call, which has already found its copies) needs no hashing.
+        keys = [pixel_digest(image) for image in images] if len(images) > 1 else [""]
+        unique = {key: image_to_rgb_array(image) for key, image in zip(keys, images)}
+        by_input_size: dict[tuple[int, int], list[str]] = {}
         for key, array in unique.items():
             size = net_input_size(array.shape[1], array.shape[0], net_size, rule)
             by_input_size.setdefault(size, []).append(key)
@@ -199,9 +199,3 @@ def _transformer_blocks(model: nn.Module) -> list[nn.Module]:
             return list(module.children())
     return []
 
-
-def _content_key(rgb: np.ndarray) -> bytes:
-    """Equal for equal pixels, whatever object holds them."""
-    digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
-    digest.update(repr(rgb.shape).encode())
-    return digest.digest()
