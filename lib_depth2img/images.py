@@ -104,7 +104,7 @@ def load_depth_map(
     colour maps use their luma (ITU-R 601, computed in float so no 8-bit rounding is added) and
     ignore alpha; palette maps use their palette colours. Float (`F`) maps already inside [0, 1]
     are kept; other float or 32-bit integer maps are stretched from their own min..max
-    (`depthmap.normalize_depth`), since their scale has no fixed meaning. 16-bit-per-channel
+    (`depthmaps.values.normalize_depth`), since their scale has no fixed meaning. 16-bit-per-channel
     colour PNGs reach us as 8-bit (Pillow reduces them); save 16-bit depth as grayscale.
     """
     label = name or _describe(source, default="the depth map")

@@ -138,14 +138,6 @@ def test_beit_files_from_timm_0_6_carry_position_indices_that_are_recomputed(tmp
     np.testing.assert_array_equal(estimator.estimate(image()), reference.estimate(image()))
 
 
-def test_from_state_dict_reads_the_size_from_the_tensors(tiny_state_dict):
-    estimator = DepthEstimator.from_state_dict(tiny_state_dict, weights_id="test:tiny")
-    assert estimator.weights_id == "test:tiny"
-    assert estimator.estimate(image()).shape == (48, 80)
-    with pytest.raises(WeightsError, match="full-size dpt_hybrid"):
-        DepthEstimator.from_state_dict(tiny_state_dict, weights_id="x", tiny=False)
-
-
 def test_weights_id_names_the_estimator_and_changes_with_the_file(tmp_path):
     path = tmp_path / "w.safetensors"
     write_tiny_depth_weights(path)

@@ -128,7 +128,7 @@ def estimate_raw_depths(
     """Raw estimates (read-only, at each image's size) and their origin, one per image.
 
     Give the pixels the model sees (`geometry.fit_image`). Each distinct image is estimated
-    once; copies share one array. Use this for sequences: take `depthmap.sequence_range` of the
+    once; copies share one array. Use this for sequences: take `depthmaps.values.sequence_range` of the
     raws, then `depth_for_images(..., normalize_range=...)` finds them in the cache.
     """
     effective_net_size = estimator.checked_net_size(net_size)

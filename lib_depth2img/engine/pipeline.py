@@ -77,7 +77,7 @@ class GenerationRequest:
     init image's size rounded down to a multiple of 8 (the size A1111's latents give); when only
     one is given the other keeps the source's aspect ratio. `mask`: white = repaint, same size
     as the init image. `depth_range`: one (lo, hi) for the raw estimates of all frames of a
-    sequence (`depthmap.sequence_range`), instead of each map's own min..max.
+    sequence (`depthmaps.values.sequence_range`), instead of each map's own min..max.
     """
 
     prompt: str = ""
@@ -316,7 +316,7 @@ class Depth2ImgPipeline:
 
         For the frames of a video: normalising every frame by the same range keeps a gray level
         at the same distance in every frame, where per-frame min..max makes the depth flicker.
-        The range is the min and max over all frames (`depthmap.sequence_range`). Requests are
+        The range is the min and max over all frames (`depthmaps.values.sequence_range`). Requests are
         consumed one at a time; their estimates (at each request's geometry) go to the cache, so
         generating reuses them.
         """

@@ -84,25 +84,6 @@ class DepthEstimator:
         model = build_loaded_dpt(state_dict, spec, source=str(path), tiny=tiny, device=device, dtype=dtype)
         return cls(model, spec, weights_id(path, estimator), tiny=tiny)
 
-    @classmethod
-    def from_state_dict(
-        cls,
-        state_dict: dict[str, torch.Tensor],
-        estimator: str = "dpt_hybrid",
-        *,
-        weights_id: str,
-        tiny: bool | None = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> "DepthEstimator":
-        """From tensors named as in the network (no `depth_model.model.` prefix); `tiny` None reads the size from them."""
-        spec = get_spec(estimator)
-        source = "the given state dict"
-        if tiny is None:
-            tiny = is_tiny_state_dict(state_dict, spec, source)
-        model = build_loaded_dpt(state_dict, spec, source=source, tiny=tiny, device=device, dtype=dtype)
-        return cls(model, spec, weights_id, tiny=tiny)
-
     def to(self, device: str | torch.device) -> "DepthEstimator":
         """Moves the network, e.g. to "cpu" to free GPU memory between jobs."""
         self.model.to(device)
