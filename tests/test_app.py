@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.settings import Depth2imgArgs
+from lib_depth2img.checkpoints.download import MODELS_DIR_ENV_VAR
 from lib_depth2img.cli import build_parser
 from lib_depth2img.cli import serve as serve_command
-from lib_depth2img.estimators import write_tiny_depth_weights
 from lib_depth2img.depthmaps.source import DepthOrigin
 from lib_depth2img.errors import Depth2imgError, SettingsError, WeightsError
+from lib_depth2img.estimators import write_tiny_depth_weights
 from lib_depth2img.estimators.files import OFFICIAL_DOWNLOADS
 from lib_depth2img.infotext import Infotext, read_infotext
-from lib_depth2img.checkpoints.download import MODELS_DIR_ENV_VAR
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.ui import app as app_module
 from lib_depth2img.ui import engine_services
 from lib_depth2img.ui.app import DEMO_BANNER, JOB_CONTROLS, DepthApp, build_app

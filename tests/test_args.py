@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from lib_depth2img.settings import EMBEDDED_ESTIMATOR, Depth2imgArgs, DepthAdjustments
 from lib_depth2img.errors import SettingsError
+from lib_depth2img.settings import EMBEDDED_ESTIMATOR, Depth2imgArgs, DepthAdjustments
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(Depth2imgArgs)]
 

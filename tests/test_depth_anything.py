@@ -14,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+from support.seeded_weights import seeded_state_dict
 
 from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt
 from lib_depth2img.estimators.dinov2 import dinov2_position_embedding
 from lib_depth2img.estimators.preprocess import net_input_size, to_network_input
 from lib_depth2img.estimators.registry import resolution_note
 from lib_depth2img.estimators.timm_parts import timm_parts
-from support.seeded_weights import seeded_state_dict
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = np.load(DATA / "depth_anything_reference.npz")

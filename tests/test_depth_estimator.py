@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from lib_depth2img.estimators import DepthEstimator, build_dpt
 from lib_depth2img.errors import ImageError, SettingsError
+from lib_depth2img.estimators import DepthEstimator, build_dpt
 
 
 @pytest.fixture(scope="module")

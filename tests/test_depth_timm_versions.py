@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.pinned_packages import cache_folder, install_pinned
 
 from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt, write_tiny_depth_weights
-from support.pinned_packages import cache_folder, install_pinned
 
 OLD_TIMM = "0.6.13"
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from lib_depth2img.errors import WeightsError
 from lib_depth2img.estimators import (
     DepthEstimator,
     build_dpt,
@@ -18,7 +19,6 @@ from lib_depth2img.estimators import (
     write_tiny_depth_weights,
 )
 from lib_depth2img.estimators.beit import relative_position_index
-from lib_depth2img.errors import WeightsError
 
 SD_PREFIX = "depth_model.model."
 

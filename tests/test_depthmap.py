@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_depth2img.settings import DepthAdjustments
 from lib_depth2img.depthmaps.values import (
     apply_adjustments,
     depth_conditioning,
@@ -19,6 +18,7 @@ from lib_depth2img.depthmaps.values import (
 )
 from lib_depth2img.errors import SettingsError
 from lib_depth2img.images import load_depth_map
+from lib_depth2img.settings import DepthAdjustments
 
 RAMP = np.linspace(0.0, 1.0, 11, dtype=np.float32)[None, :]  # one row, 0.0, 0.1 ... 1.0
 

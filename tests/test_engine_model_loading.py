@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lib_depth2img.estimators import DepthEstimator
 from lib_depth2img.engine import TINY, build_model, load_checkpoint, write_demo_checkpoint
 from lib_depth2img.errors import WeightsError
+from lib_depth2img.estimators import DepthEstimator
 
 UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import save_file
+from support.fake_http import FakeServer
 
 from lib_depth2img.checkpoints import discovery, download
 from lib_depth2img.checkpoints.discovery import DEPTH_MARKER_KEY
@@ -25,7 +26,6 @@ from lib_depth2img.checkpoints.download import (
     download_file,
     resolve_url,
 )
-from support.fake_http import FakeServer
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several chunks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

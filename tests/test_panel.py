@@ -16,11 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.depthmaps.cache import DepthCache
-from lib_depth2img.depthmaps.source import DepthResult, depth_for_image
 from lib_depth2img.depthmaps.geometry import Geometry, GeometryRequest
-from lib_depth2img.ui.panel import NO_CHECKPOINT_MESSAGE, HostWidgets, PreviewSource, build_panel, wire_preview
+from lib_depth2img.depthmaps.source import DepthResult, depth_for_image
+from lib_depth2img.settings import Depth2imgArgs
+from lib_depth2img.ui.panel import (
+    NO_CHECKPOINT_MESSAGE,
+    HostWidgets,
+    PreviewSource,
+    build_panel,
+    wire_preview,
+)
 
 JS_FILE = Path(__file__).resolve().parent.parent / "javascript" / "depth2img.js"
 CHECKPOINT_TITLE = "512-depth-ema.safetensors [ece79d931a]"

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from test_panel import CHECKPOINT_TITLE, StandInServices
 
-from lib_depth2img.settings import Depth2imgArgs
+from lib_depth2img.checkpoints.download import DownloadError
+from lib_depth2img.errors import WeightsError
 from lib_depth2img.estimators.estimator import DepthEstimator
 from lib_depth2img.estimators.weights import write_tiny_depth_weights
-from lib_depth2img.errors import WeightsError
-from lib_depth2img.checkpoints.download import DownloadError
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.webui.api import mount
 
 DEPTH = "/depth2img/v1/depth"

@@ -13,8 +13,8 @@ from PIL import Image
 from webui_stub import harness
 from webui_stub.harness import FIELDS, gradient
 
-from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.errors import SettingsError
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.webui import depth_service, infotext_xyz, settings
 
 webui, started = harness.webui, harness.started  # pytest fixtures

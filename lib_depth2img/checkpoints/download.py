@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from .discovery import write_depth_yaml
 from ..errors import Depth2imgError
+from .discovery import write_depth_yaml
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ..errors import SettingsError
+from ..images import load_depth_map
 from ..settings import Depth2imgArgs
 from .cache import DepthCache, DepthKey, depth_key
-from .values import apply_adjustments, normalize_depth
-from ..errors import SettingsError
 from .geometry import Geometry, fit_image, fit_map
-from ..images import load_depth_map
+from .values import apply_adjustments, normalize_depth
 
 if TYPE_CHECKING:
     from ..estimators import DepthEstimator

@@ -10,7 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lib_depth2img.estimators.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
+from lib_depth2img.errors import SettingsError
+from lib_depth2img.estimators.preprocess import (
+    image_to_rgb_array,
+    net_input_size,
+    to_depth_map,
+    to_network_input,
+)
 from lib_depth2img.estimators.registry import EstimatorSpec, get_spec, resolution_note
 from lib_depth2img.estimators.weights import (
     build_loaded_dpt,
@@ -18,7 +24,6 @@ from lib_depth2img.estimators.weights import (
     load_depth_state_dict,
     weights_id,
 )
-from lib_depth2img.errors import SettingsError
 from lib_depth2img.images import pixel_digest
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lib_depth2img.estimators.registry import ESTIMATORS, EstimatorSpec, build_dpt, get_spec
 from lib_depth2img.checkpoints.reader import open_checkpoint
 from lib_depth2img.errors import WeightsError
+from lib_depth2img.estimators.registry import ESTIMATORS, EstimatorSpec, build_dpt, get_spec
 
 SD_DEPTH_PREFIX = "depth_model.model."
 SD_UNET_PREFIX = "model.diffusion_model."
