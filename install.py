@@ -30,7 +30,7 @@ class Requirement:
 
 
 REQUIREMENTS = (
-    Requirement("timm", "0.6.7"),  # lib_depth2img.depth.timm_parts: classes stable from 0.6 to 1.x
+    Requirement("timm", "0.6.7"),  # lib_depth2img.estimators.timm_parts: classes stable from 0.6 to 1.x
     Requirement("safetensors", "0.3.0"),
     Requirement("einops", "0.4.1"),
     Requirement("open-clip-torch", "2.7.0"),

@@ -30,7 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt
+from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt
 
 
 def seconds(action: Callable[[], object]) -> float:

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_depth import median_seconds, peak_memory_growth_mib  # noqa: E402
 
-from lib_depth2img.depth import ESTIMATORS, build_dpt  # noqa: E402
-from lib_depth2img.depth.preprocess import to_network_input  # noqa: E402
+from lib_depth2img.estimators import ESTIMATORS, build_dpt  # noqa: E402
+from lib_depth2img.estimators.preprocess import to_network_input  # noqa: E402
 
 COMPARED = ("dpt_hybrid", "depth_anything_v2_vits", "depth_anything_v2_vitb")
 

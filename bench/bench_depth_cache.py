@@ -30,12 +30,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt
-from lib_depth2img.depth.preprocess import to_depth_map, to_network_input
-from lib_depth2img.depth_cache import DepthCache
-from lib_depth2img.depth_source import DepthOrigin, depth_for_image, depth_for_images
-from lib_depth2img.geometry import Geometry
+from lib_depth2img.depthmaps.cache import DepthCache
+from lib_depth2img.depthmaps.geometry import Geometry
+from lib_depth2img.depthmaps.source import DepthOrigin, depth_for_image, depth_for_images
+from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt
+from lib_depth2img.estimators.preprocess import to_depth_map, to_network_input
+from lib_depth2img.settings import Depth2imgArgs
 
 BATCH = 4
 PHOTO_SIZE = (4000, 3000)

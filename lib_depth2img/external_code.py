@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .args import Depth2imgArgs, DepthAdjustments
-from .depthmap import depth_to_16bit, depth_to_preview
+from .settings import Depth2imgArgs, DepthAdjustments
+from .depthmaps.values import depth_to_16bit, depth_to_preview
 from .errors import Depth2imgError, SettingsError
-from .geometry import GeometryRequest
+from .depthmaps.geometry import GeometryRequest
 
 __all__ = [
     "Depth2imgArgs", "DepthAdjustments", "Depth2imgError", "GeometryRequest", "SCRIPT_TITLE", "args_slice",

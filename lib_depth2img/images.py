@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import os
 import re
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from .depthmap import normalize_depth
+from .depthmaps.values import normalize_depth
 from .errors import Depth2imgError, ImageError
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | Image.Image
@@ -43,6 +44,17 @@ _MIN_BASE64_LENGTH = 64  # the smallest PNG is ~70 bytes; shorter strings are me
 _PILLOW_PIXEL_COUNT = re.compile(r"\((\d+) pixels\)")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _EXIF_ORIENTATION = 0x0112
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """Equal for images with equal pixels (mode, size, palette), whatever object holds them: the key
+    under which work on an image is cached or shared."""
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(f"{image.mode} {image.size}".encode())
+    palette = image.getpalette() if image.mode in ("P", "PA") else None
+    if palette is not None:
+        digest.update(bytes(palette))
+    return digest.hexdigest()
 
 
 def load_image(
@@ -92,7 +104,7 @@ def load_depth_map(
     colour maps use their luma (ITU-R 601, computed in float so no 8-bit rounding is added) and
     ignore alpha; palette maps use their palette colours. Float (`F`) maps already inside [0, 1]
     are kept; other float or 32-bit integer maps are stretched from their own min..max
-    (`depthmap.normalize_depth`), since their scale has no fixed meaning. 16-bit-per-channel
+    (`depthmaps.values.normalize_depth`), since their scale has no fixed meaning. 16-bit-per-channel
     colour PNGs reach us as 8-bit (Pillow reduces them); save 16-bit depth as grayscale.
     """
     label = name or _describe(source, default="the depth map")

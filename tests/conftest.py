@@ -122,7 +122,7 @@ def gradient_image() -> Image.Image:
 @pytest.fixture(scope="session")
 def tiny_depth_weights(tmp_path_factory) -> Path:
     """A small random DPT-Hybrid in an SD-style `.safetensors` file (depth_model.model.* names)."""
-    from lib_depth2img.depth import write_tiny_depth_weights
+    from lib_depth2img.estimators import write_tiny_depth_weights
 
     path = tmp_path_factory.mktemp("weights") / "tiny-depth.safetensors"
     write_tiny_depth_weights(path)

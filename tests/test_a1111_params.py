@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.cli.a1111_params import read_parameters
 from lib_depth2img.errors import SettingsError
+from lib_depth2img.settings import Depth2imgArgs
 
 A1111_INFOTEXT = (
     "a room, at night\n"

@@ -20,15 +20,15 @@ import pytest
 from PIL import Image
 from support.gradio_events import event_of, output_file, output_image, page_scripts, sent
 
-from lib_depth2img.args import Depth2imgArgs
+from lib_depth2img.checkpoints.download import MODELS_DIR_ENV_VAR
 from lib_depth2img.cli import build_parser
 from lib_depth2img.cli import serve as serve_command
-from lib_depth2img.depth import write_tiny_depth_weights
-from lib_depth2img.depth_source import DepthOrigin
+from lib_depth2img.depthmaps.source import DepthOrigin
 from lib_depth2img.errors import Depth2imgError, SettingsError, WeightsError
-from lib_depth2img.estimator_files import OFFICIAL_DOWNLOADS
+from lib_depth2img.estimators import write_tiny_depth_weights
+from lib_depth2img.estimators.files import OFFICIAL_DOWNLOADS
 from lib_depth2img.infotext import Infotext, read_infotext
-from lib_depth2img.model_download import MODELS_DIR_ENV_VAR
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.ui import app as app_module
 from lib_depth2img.ui import engine_services
 from lib_depth2img.ui.app import DEMO_BANNER, JOB_CONTROLS, DepthApp, build_app

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from lib_depth2img.args import EMBEDDED_ESTIMATOR, Depth2imgArgs, DepthAdjustments
 from lib_depth2img.errors import SettingsError
+from lib_depth2img.settings import EMBEDDED_ESTIMATOR, Depth2imgArgs, DepthAdjustments
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(Depth2imgArgs)]
 
@@ -17,7 +17,7 @@ def test_defaults_are_off_and_neutral():
     args = Depth2imgArgs.from_values(None)
     assert args == Depth2imgArgs()
     assert not args.enabled and args.estimator == EMBEDDED_ESTIMATOR and args.net_size == 0
-    assert args.adjustments == DepthAdjustments() and args.adjustments.is_identity
+    assert args.adjustments == DepthAdjustments()
 
 
 def test_positional_args_follow_the_field_order():
@@ -126,11 +126,9 @@ def test_images_without_depth2img_infotext_give_none():
     assert Depth2imgArgs.from_infotext({"Steps": "20", "Sampler": "Euler a"}) is None
 
 
-def test_adjustments_view_and_replace():
-    args = Depth2imgArgs(gamma=2.0)
-    changed = args.with_adjustments(DepthAdjustments(invert=True, blur=3.0))
-    assert changed.adjustments == DepthAdjustments(invert=True, blur=3.0)
-    assert changed.gamma == 1.0 and args.gamma == 2.0  # replaced, not mutated
+def test_adjustments_view():
+    args = Depth2imgArgs(gamma=2.0, invert=True, blur=3.0)
+    assert args.adjustments == DepthAdjustments(invert=True, gamma=2.0, blur=3.0)
 
 
 def test_the_spec_table_covers_every_field_in_order():

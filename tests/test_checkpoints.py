@@ -1,4 +1,4 @@
-"""Depth-checkpoint detection, discovery and the renamed YAML (lib_depth2img.checkpoints)."""
+"""Depth-checkpoint detection, discovery and the renamed YAML (lib_depth2img.checkpoints.discovery)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import yaml
 from safetensors.numpy import save_file
 from support.webui import webui_checkout
 
-from lib_depth2img import checkpoints
-from lib_depth2img.checkpoints import (
+from lib_depth2img.checkpoints import discovery
+from lib_depth2img.checkpoints.discovery import (
     DEPTH_MARKER_KEY,
     find_depth_checkpoints,
     inspect_checkpoint,
@@ -29,13 +29,6 @@ from lib_depth2img.checkpoints import (
 from lib_depth2img.errors import WeightsError
 
 UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    checkpoints.clear_cache()
-    yield
-    checkpoints.clear_cache()
 
 
 def write_safetensors(path: Path, depth: bool = True) -> Path:
@@ -270,15 +263,12 @@ def test_fast_on_a_5_gb_safetensors(tmp_path):
 def test_results_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     path = write_safetensors(tmp_path / "m.safetensors")
     calls = []
-    real = checkpoints._inspect_uncached
-    monkeypatch.setattr(checkpoints, "_inspect_uncached", lambda p, s: calls.append(p) or real(p, s))
+    real = discovery._inspect_uncached
+    monkeypatch.setattr(discovery, "_inspect_uncached", lambda p: calls.append(p) or real(p))
     first = inspect_checkpoint(path)
     assert inspect_checkpoint(str(path)) is first and len(calls) == 1
     write_safetensors(path, depth=False)  # different size and mtime
     assert inspect_checkpoint(path).kind == "other" and len(calls) == 2
-    checkpoints.clear_cache()
-    inspect_checkpoint(path)
-    assert len(calls) == 3
 
 
 # --------------------------------------------------------------------------- discovery
@@ -292,10 +282,9 @@ def test_find_depth_checkpoints_order_and_filters(tmp_path):
     official = write_safetensors(a / "512-depth-ema.safetensors")
     merge10 = write_ckpt(a / "sub" / "merge10.ckpt")
     merge2 = write_safetensors(a / "sub" / "merge2.safetensors")
-    plain = write_safetensors(a / "v1-5.safetensors", depth=False)
-    lookalike = write_safetensors(a / "my-depth-lookalike.safetensors", depth=False)
-    broken_named = a / "depth-broken.ckpt"
-    broken_named.write_bytes(b"not a model")
+    write_safetensors(a / "v1-5.safetensors", depth=False)
+    write_safetensors(a / "my-depth-lookalike.safetensors", depth=False)  # the name never decides
+    (a / "depth-broken.ckpt").write_bytes(b"not a model")
     write_safetensors(a / "model.vae.safetensors")  # VAEs are excluded, as in A1111
     write_safetensors(a / ".hidden" / "secret-depth.safetensors")  # hidden folders are skipped
     write_safetensors(a / "weights.pt")  # not a checkpoint extension for A1111
@@ -308,8 +297,6 @@ def test_find_depth_checkpoints_order_and_filters(tmp_path):
     depth_only = find_depth_checkpoints([a, b, tmp_path / "missing"])
     assert depth_only == [official, merge2, merge10]
     assert find_depth_checkpoints(str(a)) == [official, merge2, merge10]  # a single folder is fine
-    everything = find_depth_checkpoints([a, b], include_others=True)
-    assert everything == [official, merge2, merge10, broken_named, lookalike, plain]
 
 
 def test_find_depth_checkpoints_empty(tmp_path):
@@ -326,7 +313,7 @@ def test_name_hint_orders_within_depth_models(tmp_path):
 # --------------------------------------------------------------------------- the YAML
 
 # configs/stable-diffusion/v2-midas-inference.yaml of Stability-AI/stablediffusion (commit ca86da3),
-# checked key by key against that file; written flat, independently of checkpoints.DEPTH_CONFIG.
+# checked key by key against that file; written flat, independently of discovery.DEPTH_CONFIG.
 EXPECTED_FLAT = {
     "model.base_learning_rate": 5.0e-07,
     "model.target": "ldm.models.diffusion.ddpm.LatentDepth2ImageDiffusion",
@@ -444,15 +431,15 @@ def test_yaml_write_failure_leaves_no_temp_file(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoints.os, "link", fail)
-    monkeypatch.setattr(checkpoints.os, "replace", fail)
+    monkeypatch.setattr(discovery.os, "link", fail)
+    monkeypatch.setattr(discovery.os, "replace", fail)
     with pytest.raises(WeightsError, match="No space left"):
         write_depth_yaml(ckpt)
     assert [p.name for p in tmp_path.iterdir()] == ["d.safetensors"]
 
 
 def test_module_structure_matches_expected():
-    assert_same_structure(flatten(checkpoints.DEPTH_CONFIG), EXPECTED_FLAT)
+    assert_same_structure(flatten(discovery.DEPTH_CONFIG), EXPECTED_FLAT)
 
 
 @pytest.mark.webui
@@ -528,7 +515,7 @@ def test_damaged_files_never_raise(tmp_path, kind):
             damaged[pos] = int(rng.integers(0, 256))
         if i % 5 == 0:
             damaged = damaged[: int(rng.integers(1, len(damaged)))]
-        target.write_bytes(bytes(damaged))
-        checkpoints.clear_cache()
-        found = inspect_checkpoint(target)  # must not raise
+        variant = target.with_name(f"{i}-{target.name}")  # a new path each time: never a cache hit
+        variant.write_bytes(bytes(damaged))
+        found = inspect_checkpoint(variant)  # must not raise
         assert found.kind in ("depth", "other", "unreadable")

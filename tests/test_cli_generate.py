@@ -12,7 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from lib_depth2img.cli import main
 from lib_depth2img.cli.generate import natural_key
-from lib_depth2img.depthmap import normalize_depth
+from lib_depth2img.depthmaps.values import normalize_depth
 from lib_depth2img.engine import load_checkpoint
 from lib_depth2img.images import load_image
 from lib_depth2img.infotext import Infotext, read_infotext

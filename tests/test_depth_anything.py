@@ -6,19 +6,21 @@ built on the meta device for the layout, and a small network with seeded random 
 numbers, on square and non-square inputs, on and off the stored position grid.
 """
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt
-from lib_depth2img.depth.dinov2 import dinov2_position_embedding
-from lib_depth2img.depth.preprocess import net_input_size, to_network_input
-from lib_depth2img.depth.registry import resolution_note
-from lib_depth2img.depth.timm_parts import timm_parts
+from safetensors.torch import save_file
 from support.seeded_weights import seeded_state_dict
+
+from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt
+from lib_depth2img.estimators.dinov2 import dinov2_position_embedding
+from lib_depth2img.estimators.preprocess import net_input_size, to_network_input
+from lib_depth2img.estimators.registry import resolution_note
+from lib_depth2img.estimators.timm_parts import timm_parts
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = np.load(DATA / "depth_anything_reference.npz")
@@ -52,7 +54,10 @@ def reference_estimator(name: str) -> DepthEstimator:
     shapes = shapes_of(build_dpt(name, device="meta", tiny=True))
     shapes["pretrained.mask_token"] = (1, shapes["pretrained.cls_token"][-1])
     weights = seeded_state_dict(shapes, int(REFERENCE["seed"]))
-    return DepthEstimator.from_state_dict(weights, name, weights_id="reference")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{name}.safetensors"
+        save_file({key: tensor.contiguous() for key, tensor in weights.items()}, str(path))
+        return DepthEstimator.from_file(path, name)
 
 
 def test_every_estimator_has_the_official_tensors_minus_the_mask_token():
@@ -150,8 +155,6 @@ def official_tiny_state_dict(name: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_official_files_load_strictly_with_their_mask_token(tmp_path, suffix):
-    from safetensors.torch import save_file
-
     weights = official_tiny_state_dict("depth_anything_v2_vits")
     path = tmp_path / f"depth_anything_v2_vits{suffix}"
     if suffix == ".pth":

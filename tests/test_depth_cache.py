@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.depth_cache import DepthCache, depth_key
+from lib_depth2img.depthmaps.cache import DepthCache, depth_key
 
 MAP_BYTES = 16 * 16 * 4  # one 16 x 16 float32 map
 

@@ -1,12 +1,15 @@
 """DepthEstimator: depth maps of PIL images, batches, dtypes and devices, on tiny random weights."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
-from lib_depth2img.depth import DepthEstimator, build_dpt
 from lib_depth2img.errors import ImageError, SettingsError
+from lib_depth2img.estimators import DepthEstimator, build_dpt
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +18,17 @@ def state_dict() -> dict[str, torch.Tensor]:
     return build_dpt("dpt_hybrid", tiny=True).state_dict()
 
 
+@pytest.fixture(scope="module")
+def weights_file(state_dict, tmp_path_factory) -> Path:
+    """The seeded tiny network as a standalone MiDaS file, loaded the way users' files are."""
+    path = tmp_path_factory.mktemp("weights") / "tiny-hybrid.safetensors"
+    save_file(state_dict, str(path))
+    return path
+
+
 @pytest.fixture()
-def estimator(state_dict) -> DepthEstimator:
-    return DepthEstimator.from_state_dict(state_dict, weights_id="test:tiny-hybrid")
+def estimator(weights_file) -> DepthEstimator:
+    return DepthEstimator.from_file(weights_file)
 
 
 def photo(width: int = 80, height: int = 48, seed: int = 0) -> Image.Image:
@@ -130,8 +141,8 @@ def test_mixed_image_modes(estimator):
         estimator.estimate(Image.new("RGB", (0, 0)))
 
 
-def test_bfloat16_network_returns_float32_close_to_float32(state_dict, estimator):
-    low = DepthEstimator.from_state_dict(state_dict, weights_id="bf16", dtype=torch.bfloat16)
+def test_bfloat16_network_returns_float32_close_to_float32(weights_file, estimator):
+    low = DepthEstimator.from_file(weights_file, dtype=torch.bfloat16)
     assert low.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in low.model.parameters())
     depth_low, depth = low.estimate(photo()), estimator.estimate(photo())
     assert depth_low.dtype == np.float32

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib_depth2img.depth import ESTIMATORS, build_dpt
-from lib_depth2img.depth.beit import beit_block, relative_position_index
-from lib_depth2img.depth.timm_parts import timm_parts
-from lib_depth2img.depth.vit import resize_position_embedding
+from lib_depth2img.estimators import ESTIMATORS, build_dpt
+from lib_depth2img.estimators.beit import beit_block, relative_position_index
+from lib_depth2img.estimators.timm_parts import timm_parts
+from lib_depth2img.estimators.vit import resize_position_embedding
 
 LAYOUT = Path(__file__).parent / "data" / "512-depth-ema.layout.tsv"
 SD_DEPTH_PREFIX = "depth_model.model."

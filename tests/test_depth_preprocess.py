@@ -5,8 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_depth2img.depth.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
 from lib_depth2img.errors import ImageError
+from lib_depth2img.estimators.preprocess import (
+    image_to_rgb_array,
+    net_input_size,
+    to_depth_map,
+    to_network_input,
+)
 
 CPU = torch.device("cpu")
 

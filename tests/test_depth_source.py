@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depth_cache import DepthCache
-from lib_depth2img.depth_source import DepthOrigin, depth_for_image, depth_for_images, estimate_raw_depths
-from lib_depth2img.depthmap import sequence_range
+from lib_depth2img.depthmaps.cache import DepthCache
+from lib_depth2img.depthmaps.geometry import Geometry, fit_image
+from lib_depth2img.depthmaps.source import DepthOrigin, depth_for_image, depth_for_images, estimate_raw_depths
+from lib_depth2img.depthmaps.values import sequence_range
 from lib_depth2img.errors import SettingsError
-from lib_depth2img.geometry import Geometry, fit_image
+from lib_depth2img.settings import Depth2imgArgs
 
 SETTINGS = Depth2imgArgs(enabled=True)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt, write_tiny_depth_weights
 from support.pinned_packages import cache_folder, install_pinned
+
+from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt, write_tiny_depth_weights
 
 OLD_TIMM = "0.6.13"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +25,8 @@ CHILD_SCRIPT = """
 import json, sys
 import numpy as np
 from PIL import Image
-from lib_depth2img.depth import ESTIMATORS, DepthEstimator, build_dpt
-from lib_depth2img.depth.timm_parts import timm_parts
+from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt
+from lib_depth2img.estimators.timm_parts import timm_parts
 
 folder = sys.argv[1]
 report = {"timm": timm_parts().version, "shapes": {}}

@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_depth2img.args import DepthAdjustments
-from lib_depth2img.depthmap import (
+from lib_depth2img.depthmaps.values import (
     apply_adjustments,
     depth_conditioning,
     depth_to_16bit,
@@ -19,6 +18,7 @@ from lib_depth2img.depthmap import (
 )
 from lib_depth2img.errors import SettingsError
 from lib_depth2img.images import load_depth_map
+from lib_depth2img.settings import DepthAdjustments
 
 RAMP = np.linspace(0.0, 1.0, 11, dtype=np.float32)[None, :]  # one row, 0.0, 0.1 ... 1.0
 
@@ -89,8 +89,8 @@ def test_adjustments_stay_in_float():
 
 
 def test_clip_bounds_in_the_wrong_order_are_a_settings_error():
-    with pytest.raises(SettingsError, match="far clip"):
-        apply_adjustments(RAMP, DepthAdjustments(far_clip=0.7, near_clip=0.3))
+    with pytest.raises(SettingsError, match=r"far clip \(0\.7\) must be below near clip \(0\.3\)"):
+        DepthAdjustments(far_clip=0.7, near_clip=0.3)
 
 
 def test_blur_softens_an_edge_and_keeps_borders_and_mean():

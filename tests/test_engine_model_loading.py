@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lib_depth2img.depth import DepthEstimator
 from lib_depth2img.engine import TINY, build_model, load_checkpoint, write_demo_checkpoint
 from lib_depth2img.errors import WeightsError
+from lib_depth2img.estimators import DepthEstimator
 
 UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 
@@ -125,14 +125,14 @@ def test_truncated_file_is_reported_as_damaged(demo_dir, tmp_path, name):
     data = (demo_dir / name).read_bytes()
     path = tmp_path / name
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(WeightsError, match=f"{name} could not be read.*damaged or incomplete"):
+    with pytest.raises(WeightsError, match=f"{name} could not be read.*truncated or damaged"):
         load_checkpoint(path)
 
 
 def test_garbage_file_is_reported_as_damaged(tmp_path):
     path = tmp_path / "garbage.ckpt"
     path.write_bytes(b"not a checkpoint at all" * 100)
-    with pytest.raises(WeightsError, match="damaged or incomplete"):
+    with pytest.raises(WeightsError, match="garbage.ckpt: unknown checkpoint type"):
         load_checkpoint(path)
 
 

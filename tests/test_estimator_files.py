@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from lib_depth2img import estimator_files
-from lib_depth2img.cli import main
-from lib_depth2img.depth import DepthEstimator, build_dpt
-from lib_depth2img.errors import WeightsError
-from lib_depth2img.estimator_files import OFFICIAL_DOWNLOADS, find_weights, install_estimator
-from lib_depth2img.model_download import DownloadError, ModelSource
 from support.fake_http import FakeServer
+
+from lib_depth2img.checkpoints.download import DownloadError, ModelSource
+from lib_depth2img.cli import main
+from lib_depth2img.errors import WeightsError
+from lib_depth2img.estimators import DepthEstimator, build_dpt
+from lib_depth2img.estimators import files as estimator_files
+from lib_depth2img.estimators.files import OFFICIAL_DOWNLOADS, find_weights, install_estimator
 
 NAME = "depth_anything_v2_vits"
 

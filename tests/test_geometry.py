@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.errors import SettingsError
-from lib_depth2img.geometry import (
+from lib_depth2img.depthmaps.geometry import (
     Geometry,
     GeometryRequest,
     fit_image,
@@ -16,6 +15,7 @@ from lib_depth2img.geometry import (
     resize_geometry,
     resize_image,
 )
+from lib_depth2img.errors import SettingsError
 
 RAMP = np.linspace(0.0, 1.0, 11, dtype=np.float32)[None, :]  # one row, 0.0, 0.1 ... 1.0
 

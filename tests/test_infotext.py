@@ -8,7 +8,6 @@ import io
 import pytest
 from PIL import Image
 
-from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.infotext import (
     Infotext,
     build_infotext,
@@ -19,6 +18,7 @@ from lib_depth2img.infotext import (
     read_infotext,
     unquote,
 )
+from lib_depth2img.settings import Depth2imgArgs
 
 # The example in the docstring of A1111's `parse_generation_parameters`.
 A1111_EXAMPLE = (

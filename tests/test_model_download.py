@@ -1,4 +1,4 @@
-"""Downloading the depth model over real HTTP from a local server (lib_depth2img.model_download)."""
+"""Downloading the depth model over real HTTP from a local server (lib_depth2img.checkpoints.download)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import save_file
+from support.fake_http import FakeServer
 
-from lib_depth2img import checkpoints, model_download
-from lib_depth2img.checkpoints import DEPTH_MARKER_KEY
-from lib_depth2img.model_download import (
+from lib_depth2img.checkpoints import discovery, download
+from lib_depth2img.checkpoints.discovery import DEPTH_MARKER_KEY
+from lib_depth2img.checkpoints.download import (
     DownloadError,
     ModelSource,
     download_depth_model,
     download_file,
     resolve_url,
 )
-from support.fake_http import FakeServer
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several chunks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -240,7 +240,7 @@ def test_existing_final_file(server, tmp_path):
 
 def test_one_download_per_folder(server, tmp_path):
     pytest.importorskip("fcntl")
-    with model_download._folder_lock(tmp_path), pytest.raises(DownloadError, match="Another download"):
+    with download._folder_lock(tmp_path), pytest.raises(DownloadError, match="Another download"):
         fetch(server, tmp_path)
     assert fetch(server, tmp_path).read_bytes() == PAYLOAD
 
@@ -262,7 +262,6 @@ def depth_safetensors_bytes(tmp_path: Path) -> bytes:
 def depth_source(server, tmp_path):
     data = depth_safetensors_bytes(tmp_path)
     server.files["512-depth-ema.safetensors"] = data
-    checkpoints.clear_cache()
     return ModelSource(
         "512-depth-ema.safetensors",
         "https://example.org/512-depth-ema.safetensors",
@@ -275,9 +274,9 @@ def test_download_depth_model_writes_the_yaml(server, tmp_path, depth_source):
     dest = tmp_path / "models"
     path = download_depth_model(dest, base_url=server.base, source=depth_source, timeout=5)
     assert path == dest / "512-depth-ema.safetensors"
-    assert checkpoints.is_depth_checkpoint(path)
+    assert discovery.is_depth_checkpoint(path)
     loaded = yaml.safe_load((dest / "512-depth-ema.yaml").read_text())
-    assert loaded == checkpoints.DEPTH_CONFIG
+    assert loaded == discovery.DEPTH_CONFIG
     assert names(dest) == ["512-depth-ema.safetensors", "512-depth-ema.yaml"]
     # Run again: nothing downloaded, existing YAML kept.
     (dest / "512-depth-ema.yaml").write_text("mine: 1\n")
@@ -287,7 +286,7 @@ def test_download_depth_model_writes_the_yaml(server, tmp_path, depth_source):
 
 
 def test_base_url_from_the_environment(server, tmp_path, depth_source, monkeypatch):
-    monkeypatch.setenv(model_download.URL_ENV_VAR, server.base + "/")
+    monkeypatch.setenv(download.URL_ENV_VAR, server.base + "/")
     path = download_depth_model(tmp_path, source=depth_source, write_yaml=False, timeout=5)
     assert path.is_file() and names(tmp_path) == ["512-depth-ema.safetensors"]
     assert server.requests[0]["path"] == "/models/512-depth-ema.safetensors"
@@ -299,8 +298,8 @@ def test_unknown_format():
 
 
 def test_resolve_url(monkeypatch):
-    source = model_download.MODEL_SOURCES["safetensors"]
-    monkeypatch.delenv(model_download.URL_ENV_VAR, raising=False)
+    source = download.MODEL_SOURCES["safetensors"]
+    monkeypatch.delenv(download.URL_ENV_VAR, raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     assert resolve_url(source) == source.url
     assert resolve_url(source, "http://mirror/x/") == "http://mirror/x/512-depth-ema.safetensors"
@@ -313,14 +312,14 @@ def test_resolve_url(monkeypatch):
         resolve_url(source)
         == "https://hf-mirror.example/stabilityai/stable-diffusion-2-depth/resolve/main/512-depth-ema.safetensors"
     )
-    monkeypatch.setenv(model_download.URL_ENV_VAR, "http://env/base")
+    monkeypatch.setenv(download.URL_ENV_VAR, "http://env/base")
     assert resolve_url(source) == "http://env/base/512-depth-ema.safetensors"
     assert resolve_url(source, "http://arg") == "http://arg/512-depth-ema.safetensors"  # the argument wins
 
 
 def test_model_sources_table():
-    assert set(model_download.MODEL_SOURCES) == {"safetensors", "ckpt"}
-    for fmt, source in model_download.MODEL_SOURCES.items():
+    assert set(download.MODEL_SOURCES) == {"safetensors", "ckpt"}
+    for fmt, source in download.MODEL_SOURCES.items():
         assert source.name == f"512-depth-ema.{fmt}"
         assert (
             source.url
@@ -331,11 +330,11 @@ def test_model_sources_table():
 
 
 def test_default_models_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv(model_download.MODELS_DIR_ENV_VAR, str(tmp_path))
-    assert model_download.default_models_dir() == tmp_path
-    monkeypatch.delenv(model_download.MODELS_DIR_ENV_VAR)
-    repo = Path(model_download.__file__).resolve().parent.parent
-    assert model_download.default_models_dir() in (
+    monkeypatch.setenv(download.MODELS_DIR_ENV_VAR, str(tmp_path))
+    assert download.default_models_dir() == tmp_path
+    monkeypatch.delenv(download.MODELS_DIR_ENV_VAR)
+    repo = Path(__file__).resolve().parents[1]  # the repository, found independently of the module
+    assert download.default_models_dir() in (
         repo / "models" / "Stable-diffusion",
         repo.parent.parent / "models" / "Stable-diffusion",
     )
@@ -355,7 +354,7 @@ def run_cli(argv):
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_cli_install_model(server, tmp_path, depth_source, monkeypatch, capsys, quiet):
-    monkeypatch.setitem(model_download.MODEL_SOURCES, "safetensors", depth_source)
+    monkeypatch.setitem(download.MODEL_SOURCES, "safetensors", depth_source)
     argv = ["install-model", "--dest", str(tmp_path), "--url", server.base] + (["--quiet"] if quiet else [])
     assert run_cli(argv) == 0
     out, err = capsys.readouterr()
@@ -397,7 +396,7 @@ def test_disk_errors_are_not_reported_as_network_errors(server, tmp_path, monkey
         f = real_open(file, mode, *args, **kwargs)
         return FullDisk(f) if str(file).endswith(".part") and ("w" in mode or "a" in mode) else f
 
-    monkeypatch.setattr(model_download, "open", fake_open, raising=False)
+    monkeypatch.setattr(download, "open", fake_open, raising=False)
     with pytest.raises(DownloadError, match="No space left on device.*run again to resume") as info:
         fetch(server, tmp_path)
     assert "Could not reach" not in str(info.value)

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 from support.gradio_events import choice_values, event_of, page_scripts, upload
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depth_cache import DepthCache
-from lib_depth2img.depth_source import DepthResult, depth_for_image
-from lib_depth2img.geometry import Geometry, GeometryRequest
+from lib_depth2img.depthmaps.cache import DepthCache
+from lib_depth2img.depthmaps.geometry import Geometry, GeometryRequest
+from lib_depth2img.depthmaps.source import DepthResult, depth_for_image
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.ui.panel import (
     NO_CHECKPOINT_MESSAGE,
     HostWidgets,
@@ -384,7 +384,7 @@ def test_install_downloads_reports_where_and_refreshes():
 
 
 def test_a_failed_install_says_why():
-    from lib_depth2img.model_download import DownloadError
+    from lib_depth2img.checkpoints.download import DownloadError
 
     services = StandInServices(None, checkpoints=())
 

@@ -11,14 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depthmap import normalize_depth
-from lib_depth2img.engine import write_demo_checkpoint
-from lib_depth2img.engine import pipeline
+from lib_depth2img.depthmaps.values import normalize_depth
+from lib_depth2img.engine import pipeline, write_demo_checkpoint
 from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest, _to_pil
 from lib_depth2img.engine.samplers import SAMPLER_NAMES, GenerationCancelled, choose_sampler
 from lib_depth2img.errors import SettingsError
 from lib_depth2img.infotext import Infotext
+from lib_depth2img.settings import Depth2imgArgs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

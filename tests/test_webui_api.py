@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from test_panel import CHECKPOINT_TITLE, StandInServices
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depth.estimator import DepthEstimator
-from lib_depth2img.depth.weights import write_tiny_depth_weights
+from lib_depth2img.checkpoints.download import DownloadError
 from lib_depth2img.errors import WeightsError
-from lib_depth2img.model_download import DownloadError
+from lib_depth2img.estimators.estimator import DepthEstimator
+from lib_depth2img.estimators.weights import write_tiny_depth_weights
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.webui.api import mount
 
 DEPTH = "/depth2img/v1/depth"
@@ -130,7 +130,7 @@ def test_install_estimator_downloads_it_and_lists_the_estimators(client, service
 
 
 def test_install_estimator_without_an_official_download_is_a_409(client, services):
-    from lib_depth2img.estimator_files import install_estimator
+    from lib_depth2img.estimators.files import install_estimator
 
     services.install_estimator = lambda name, progress=None: install_estimator(name, "models")
     answer = client.post("/depth2img/v1/install-estimator", json={"estimator": "depth_anything_v2_vitl"})

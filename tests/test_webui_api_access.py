@@ -10,7 +10,7 @@ import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
 from test_panel import handler
 from webui_stub import harness
 
-import lib_depth2img.model_download as model_download
+from lib_depth2img.checkpoints import download as model_download
 from lib_depth2img.webui import depth_service
 
 webui, started = harness.webui, harness.started  # pytest fixtures

@@ -16,10 +16,10 @@ from webui_stub import harness
 from support.gradio_events import choice_labels, event_of
 from webui_stub.harness import gradient
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depth import DepthEstimator
+from lib_depth2img.depthmaps.geometry import GeometryRequest
 from lib_depth2img.errors import Interrupted
-from lib_depth2img.geometry import GeometryRequest
+from lib_depth2img.estimators import DepthEstimator
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.webui import depth_service
 
 webui, started = harness.webui, harness.started  # pytest fixtures

@@ -14,8 +14,8 @@ from PIL import Image
 from webui_stub import harness
 from webui_stub.harness import gradient
 
-from lib_depth2img.depthmap import depth_conditioning, normalize_depth
-from lib_depth2img.geometry import Geometry, fit_map
+from lib_depth2img.depthmaps.geometry import Geometry, fit_map
+from lib_depth2img.depthmaps.values import depth_conditioning, normalize_depth
 from lib_depth2img.errors import ImageError, SettingsError
 from lib_depth2img.webui import depth_service
 

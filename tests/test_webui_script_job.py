@@ -11,10 +11,10 @@ from modules import errors, processing, sd_models, shared
 from webui_stub import harness
 from webui_stub.harness import gradient
 
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.geometry import GeometryRequest
-from lib_depth2img.depth import DepthEstimator
+from lib_depth2img.depthmaps.geometry import GeometryRequest
 from lib_depth2img.errors import SettingsError, WeightsError
+from lib_depth2img.estimators import DepthEstimator
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.webui import depth_service
 
 webui, started = harness.webui, harness.started  # pytest fixtures

@@ -14,8 +14,8 @@ from webui_stub import harness
 from support.gradio_events import event_of
 from webui_stub.harness import FIELDS, gradient
 
-from lib_depth2img.args import Depth2imgArgs
 from lib_depth2img.errors import SettingsError
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.webui import depth_service, infotext_xyz, settings
 
 webui, started = harness.webui, harness.started  # pytest fixtures

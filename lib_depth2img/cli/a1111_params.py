@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..args import INFOTEXT_PREFIX, Depth2imgArgs
+from ..settings import INFOTEXT_PREFIX, Depth2imgArgs
 from ..errors import SettingsError
 from ..infotext import Infotext, read_infotext
 

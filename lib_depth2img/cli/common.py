@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from ..args import Depth2imgArgs
+from ..settings import Depth2imgArgs
 from ..errors import SettingsError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -19,15 +19,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..args import Depth2imgArgs
-from ..depth import ESTIMATORS, DepthEstimator
-from ..depth.registry import resolution_note
-from ..depth_source import depth_for_image
-from ..depthmap import depth_to_16bit, depth_to_preview
+from ..settings import Depth2imgArgs
+from ..estimators import ESTIMATORS, DepthEstimator
+from ..estimators.registry import resolution_note
+from ..depthmaps.source import depth_for_image
+from ..depthmaps.values import depth_to_16bit, depth_to_preview
 from ..errors import Depth2imgError, WeightsError
-from ..estimator_files import estimator_hint, find_weights, missing_weights_message
+from ..estimators.files import estimator_hint, find_weights, missing_weights_message
 from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
-from ..model_download import default_models_root
+from ..checkpoints.download import default_models_root
 from .common import add_setting_flag
 
 DEPTH_SETTINGS = ("net_size", "invert", "far_clip", "near_clip", "gamma", "blur")

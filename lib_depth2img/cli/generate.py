@@ -48,26 +48,19 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
-from ..depth import ESTIMATORS, DepthEstimator
-from ..depth_cache import DepthCache
-from ..depthmap import depth_to_16bit
-from ..engine.pipeline import RNG_SOURCES, Depth2ImgPipeline, GenerationRequest, resolve_seed
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
+from ..estimators import ESTIMATORS, DepthEstimator
+from ..depthmaps.cache import DepthCache
+from ..depthmaps.values import depth_to_16bit
+from ..engine.pipeline import REQUEST_DEFAULTS, RNG_SOURCES, Depth2ImgPipeline, GenerationRequest, resolve_seed
 from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES, ProgressCallback
-from ..geometry import RESIZE_MODES
+from ..depthmaps.geometry import RESIZE_MODES
 from ..errors import Depth2imgError, ImageError, SettingsError
 from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
 from ..infotext import model_hash, png_info
 from .a1111_params import A1111Parameters, parameters_of_png
 from .common import add_device_flags, add_setting_flag, device_and_dtype
 from .depth import DEPTH_SETTINGS
-
-REQUEST_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(GenerationRequest)
-    if f.name not in ("init_image", "mask", "depth", "depth_range")
-}
-"""The request's settings that flags (and --params-from) give, with their defaults."""
-
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(

@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoints, estimator_files, model_download
+from ..checkpoints import discovery as checkpoints
+from ..checkpoints import download as model_download
+from ..estimators import files as estimator_files
 
 
 def register(subparsers: Any) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Depth2imgError
-from ..model_download import MODELS_DIR_ENV_VAR, default_models_dir
+from ..checkpoints.download import MODELS_DIR_ENV_VAR, default_models_dir
 from .common import add_device_flags, device_and_dtype
 
 DEFAULT_HOST = "127.0.0.1"

@@ -14,18 +14,16 @@ SD2 checkpoint (UNet and OpenCLIP text tower alike), and the TINY preset keeps i
 from __future__ import annotations
 
 import itertools
-import pickle
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..depth import DepthEstimator, build_dpt
+from ..estimators import DepthEstimator, build_dpt
+from ..checkpoints.reader import open_checkpoint
 from ..errors import WeightsError
 from .text_encoder import OpenCLIPTextEncoder, TextConfig
 from .unet import UNetConfig, UNetModel
@@ -194,79 +192,6 @@ def build_model(
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading checkpoints
-
-
-@dataclass
-class _FileContents:
-    shapes: dict[str, tuple[int, ...]]  # every tensor in the file
-    tensors: dict[str, torch.Tensor]  # all but the depth net's, which the depth core reads itself
-    metadata: dict[str, str]
-
-
-def _read_checkpoint(path: Path) -> _FileContents:
-    """Read a .safetensors or .ckpt file. A .ckpt goes through torch.load(weights_only=True), which
-    refuses pickles that would run code, memory-mapped so tensors are paged in only when used."""
-    if not path.is_file():
-        raise WeightsError(f"Checkpoint not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return _read_safetensors(path)
-    if suffix in (".ckpt", ".pt", ".pth"):
-        return _read_pickle_checkpoint(path)
-    raise WeightsError(f"{path.name}: unknown checkpoint type {suffix!r}; use a .ckpt or .safetensors file.")
-
-
-def _damaged(path: Path, error: BaseException) -> WeightsError:
-    lines = str(error).strip().splitlines()
-    detail = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
-    return WeightsError(
-        f"{path.name} could not be read ({detail}). The file is damaged or incomplete, often an "
-        "interrupted download: download it again."
-    )
-
-
-def _read_safetensors(path: Path) -> _FileContents:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-            tensors = {k: f.get_tensor(k) for k in shapes if not k.startswith(DEPTH_PREFIX)}
-            return _FileContents(shapes, tensors, dict(f.metadata() or {}))
-    except (SafetensorError, OSError) as error:
-        raise _damaged(path, error) from error
-
-
-def _read_pickle_checkpoint(path: Path) -> _FileContents:
-    try:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            data = torch.load(path, map_location="cpu", weights_only=True)  # pre-zip format
-    except pickle.UnpicklingError as error:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused:
-            raise WeightsError(
-                f"{path.name} was refused: besides weights it holds a Python object "
-                f"({refused.group(1)}) that would run code when loaded. Use a .safetensors copy of "
-                "the checkpoint, or one from a source you trust."
-            ) from error
-        raise _damaged(path, error) from error
-    except Exception as error:  # torch.load reports damage as RuntimeError, EOFError, KeyError ...
-        raise _damaged(path, error) from error
-    metadata = {}
-    if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
-        metadata = {k: v for k, v in data.items() if isinstance(v, str)}
-        data = data["state_dict"]
-    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise WeightsError(f"{path.name} is not a checkpoint: it does not hold a state dict of tensors.")
-    shapes = {k: tuple(v.shape) for k, v in data.items()}
-    tensors = {k: v for k, v in data.items() if not k.startswith(DEPTH_PREFIX)}
-    return _FileContents(shapes, tensors, metadata)
-
-
-# ----------------------------------------------------------------------------------------------
 # Recognising the model and its sizes
 
 
@@ -425,27 +350,28 @@ def load_checkpoint(
     takes the file's tensors over (assign=True), so a 5 GB file is not held twice.
     """
     path = Path(path)
-    contents = _read_checkpoint(path)
-    _check_is_depth_checkpoint(path, contents.shapes)
+    checkpoint = open_checkpoint(path)
+    _check_is_depth_checkpoint(path, checkpoint.shapes)
     try:
-        config = infer_config(contents.shapes)
+        config = infer_config(checkpoint.shapes)
     except KeyError as error:
         raise WeightsError(
             f"{path.name} does not have the SD2 depth model's layout: it lacks {error}, which tells "
             "the model's sizes. Use the original 512-depth-ema file."
         ) from error
     model = build_model(config, device="meta", dtype=dtype)
-    _check_keys(path, model, contents.shapes)
+    _check_keys(path, model, checkpoint.shapes)
 
     schedule = set(noise_schedule(config))
     state = {}
-    for name in list(contents.tensors):  # convert one at a time so two copies never coexist
-        tensor = contents.tensors.pop(name)
-        state[name] = tensor.to(device=device, dtype=torch.float32 if name in schedule else dtype)
+    for name in checkpoint.shapes:  # read and convert one at a time so two copies never coexist
+        if not name.startswith(DEPTH_PREFIX):  # the depth net's tensors: DepthEstimator reads them
+            tensor = checkpoint.tensor(name)
+            state[name] = tensor.to(device=device, dtype=torch.float32 if name in schedule else dtype)
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
     _check_schedule(path, model)
-    model.is_demo = DEMO_METADATA_KEY in contents.metadata
+    model.is_demo = DEMO_METADATA_KEY in checkpoint.metadata
 
     depth = DepthEstimator.from_file(path, "dpt_hybrid", device=device, dtype=dtype)
     return model, depth

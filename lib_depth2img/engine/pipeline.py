@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
-from ..depth import DepthEstimator
-from ..depth_cache import DepthCache
-from ..depth_source import depth_for_image, estimate_raw_depths
-from ..depthmap import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
+from ..estimators import DepthEstimator
+from ..depthmaps.cache import DepthCache
+from ..depthmaps.source import depth_for_image, estimate_raw_depths
+from ..depthmaps.values import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
 from ..errors import SettingsError
-from ..geometry import RESIZE_MODES, Geometry, fit_image, fit_map
+from ..depthmaps.geometry import RESIZE_MODES, Geometry, fit_image, fit_map
 from ..images import load_image
 from ..infotext import build_infotext, model_hash
 from .denoiser import GuidedDenoiser
@@ -77,7 +77,7 @@ class GenerationRequest:
     init image's size rounded down to a multiple of 8 (the size A1111's latents give); when only
     one is given the other keeps the source's aspect ratio. `mask`: white = repaint, same size
     as the init image. `depth_range`: one (lo, hi) for the raw estimates of all frames of a
-    sequence (`depthmap.sequence_range`), instead of each map's own min..max.
+    sequence (`depthmaps.values.sequence_range`), instead of each map's own min..max.
     """
 
     prompt: str = ""
@@ -182,6 +182,13 @@ class GenerationRequest:
         if self.init_image is not None:
             return self.init_image.size
         return load_image(self.depth.depth_image, name="your depth map").size
+
+
+REQUEST_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(GenerationRequest)
+    if f.name not in ("init_image", "mask", "depth", "depth_range")
+}
+"""A request's settings besides its images, with their defaults: what the CLI's flags and the app's fields give."""
 
 
 @dataclass
@@ -309,7 +316,7 @@ class Depth2ImgPipeline:
 
         For the frames of a video: normalising every frame by the same range keeps a gray level
         at the same distance in every frame, where per-frame min..max makes the depth flicker.
-        The range is the min and max over all frames (`depthmap.sequence_range`). Requests are
+        The range is the min and max over all frames (`depthmaps.values.sequence_range`). Requests are
         consumed one at a time; their estimates (at each request's geometry) go to the cache, so
         generating reuses them.
         """

@@ -29,21 +29,21 @@ from typing import Any
 
 import gradio as gr
 
-from ..args import Depth2imgArgs
-from ..cli.generate import REQUEST_DEFAULTS
-from ..depthmap import depth_to_16bit
+from ..settings import Depth2imgArgs
+from ..depthmaps.values import depth_to_16bit
+from ..depthmaps.geometry import RESIZE_MODES, GeometryRequest
 from ..engine.pipeline import (
     MAX_BATCH,
     MAX_CFG_SCALE,
     MAX_MASK_BLUR,
     MAX_SIDE,
     MAX_STEPS,
+    REQUEST_DEFAULTS,
     GenerationRequest,
     GenerationResult,
 )
 from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from ..errors import Depth2imgError
-from ..geometry import RESIZE_MODES, GeometryRequest
 from ..images import load_image, make_output_folder, save_atomically
 from ..infotext import png_info
 from .engine_services import EngineServices, load_init_image

@@ -20,21 +20,21 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
-from ..checkpoints import find_depth_checkpoints
-from ..depth_cache import DepthCache
-from ..depth_source import DepthResult, depth_for_image
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
+from ..checkpoints.discovery import find_depth_checkpoints
+from ..depthmaps.cache import DepthCache
+from ..depthmaps.source import DepthResult, depth_for_image
 from ..engine import write_demo_checkpoint
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest
 from ..errors import SettingsError, WeightsError
-from ..estimator_files import OFFICIAL_DOWNLOADS, find_weights, install_estimator, missing_weights_message
-from ..geometry import GeometryRequest
+from ..estimators.files import OFFICIAL_DOWNLOADS, find_weights, install_estimator, missing_weights_message
+from ..depthmaps.geometry import GeometryRequest
 from ..images import load_image
-from ..model_download import download_depth_model
+from ..checkpoints.download import download_depth_model
 from . import InstallProgress
 
 if TYPE_CHECKING:
-    from ..depth import DepthEstimator
+    from ..estimators import DepthEstimator
 
 DEMO_CHECKPOINT_NAME = "DEMO-random-weights.safetensors"
 """No "depth" in the name: discovery puts a real 512-depth-ema before it."""
@@ -90,7 +90,7 @@ class EngineServices:
     def estimator_choices(self) -> list[str]:
         """The checkpoint's own MiDaS, the estimators whose weights are in the models folder, and
         those that can be installed there."""
-        from ..depth import ESTIMATORS
+        from ..estimators import ESTIMATORS
 
         return [EMBEDDED_ESTIMATOR] + [
             name for name in ESTIMATORS
@@ -171,7 +171,7 @@ class EngineServices:
             return pipeline
 
     def _load_estimator(self, name: str, pipeline: Depth2ImgPipeline) -> DepthEstimator:
-        from ..depth import ESTIMATORS, DepthEstimator
+        from ..estimators import ESTIMATORS, DepthEstimator
 
         if name not in ESTIMATORS:
             raise SettingsError(f"Unknown depth estimator {name!r}; choose one of: {', '.join(self.estimator_choices())}.")

@@ -40,12 +40,12 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from ..args import Depth2imgArgs
-from ..depth.registry import resolution_note
-from ..depth_source import DepthOrigin, DepthResult
-from ..depthmap import depth_to_preview
+from ..settings import Depth2imgArgs
+from ..estimators.registry import resolution_note
+from ..depthmaps.source import DepthOrigin, DepthResult
+from ..depthmaps.values import depth_to_preview
 from ..errors import Depth2imgError
-from ..geometry import GeometryRequest
+from ..depthmaps.geometry import GeometryRequest
 from . import DepthServices, depth_png
 
 log = logging.getLogger(__name__)

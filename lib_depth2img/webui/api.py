@@ -45,11 +45,11 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from ..args import Depth2imgArgs
+from ..settings import Depth2imgArgs
 from ..errors import AccessDenied, Depth2imgError, ImageError, Interrupted, SettingsError, WeightsError
-from ..geometry import GeometryRequest
+from ..depthmaps.geometry import GeometryRequest
 from ..images import load_base64_image
-from ..model_download import DownloadError
+from ..checkpoints.download import DownloadError
 from ..ui import DepthApiServices, depth_png
 from .api_models import (
     DepthRequest, DepthResponse, InstallEstimatorRequest, InstallEstimatorResponse, InstallRequest, InstallResponse,

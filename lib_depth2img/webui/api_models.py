@@ -15,9 +15,9 @@ from typing import Any, Literal, Optional
 import pydantic
 from pydantic import BaseModel, Field, create_model
 
-from ..args import Depth2imgArgs
+from ..settings import Depth2imgArgs
 from ..errors import SettingsError
-from ..model_download import DEFAULT_FORMAT, FORMATS
+from ..checkpoints.download import DEFAULT_FORMAT, FORMATS
 
 PYDANTIC_2 = pydantic.VERSION.startswith("2.")
 MAX_SIDE = 8192

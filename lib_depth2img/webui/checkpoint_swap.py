@@ -19,7 +19,7 @@ from typing import Any
 
 from modules import sd_models, shared
 
-from ..checkpoints import depth_yaml_path, is_depth_checkpoint, write_depth_yaml
+from ..checkpoints.discovery import depth_yaml_path, is_depth_checkpoint, write_depth_yaml
 from ..errors import WeightsError
 from . import host
 

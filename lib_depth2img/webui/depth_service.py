@@ -32,17 +32,17 @@ from modules import devices, images, masking, paths, processing, sd_models, shar
 from PIL import Image
 from torch import nn
 
-from ..args import EMBEDDED_ESTIMATOR, Depth2imgArgs
-from ..depth_cache import DepthCache
-from ..depth_source import DepthResult, EstimationProgress, depth_for_images
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
+from ..depthmaps.cache import DepthCache
+from ..depthmaps.source import DepthResult, EstimationProgress, depth_for_images
 from ..errors import AccessDenied, Interrupted, SettingsError, WeightsError
-from ..estimator_files import OFFICIAL_DOWNLOADS, find_weights, install_estimator as download_estimator
-from ..estimator_files import missing_weights_message
-from ..geometry import Geometry, GeometryRequest, fit_image
+from ..estimators.files import OFFICIAL_DOWNLOADS, find_weights, install_estimator as download_estimator
+from ..estimators.files import missing_weights_message
+from ..depthmaps.geometry import Geometry, GeometryRequest, fit_image
 from . import checkpoint_swap, settings
 
 if TYPE_CHECKING:
-    from ..depth import DepthEstimator
+    from ..estimators import DepthEstimator
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def depth_checkpoint_titles() -> list[str]:
 
 def estimator_choices() -> list[str]:
     """"embedded", the registry's estimators whose weights file is here, and those that can be installed."""
-    from ..depth import ESTIMATORS
+    from ..estimators import ESTIMATORS
 
     roots = _models_roots()
     return [EMBEDDED_ESTIMATOR] + [
@@ -99,7 +99,7 @@ def get_estimator(args: Depth2imgArgs) -> DepthEstimator:
     own MiDaS, and the copy a preview may have loaded before is dropped. Otherwise loaded from its
     file once, on A1111's device, and kept until another is chosen."""
     global _estimator
-    from ..depth import DepthEstimator, weights_id
+    from ..estimators import DepthEstimator, weights_id
 
     path, name = estimator_weights(args)
     key = (weights_id(path, name), name)
@@ -126,9 +126,9 @@ def _loaded_model_estimator(args: Depth2imgArgs, weights_id: str) -> DepthEstima
     keep its MiDaS in memory. Inputs go to A1111's device; the model is moved by A1111 alone
     (`--medvram`/`--lowvram` hook its `depth_model`).
     """
-    from ..depth import DepthEstimator
-    from ..depth.registry import get_spec
-    from ..depth.weights import is_tiny_state_dict
+    from ..estimators import DepthEstimator
+    from ..estimators.registry import get_spec
+    from ..estimators.weights import is_tiny_state_dict
 
     model = sd_models.model_data.sd_model
     if args.estimator != EMBEDDED_ESTIMATOR or model is None or getattr(model, "depth_model", None) is None:
@@ -193,7 +193,7 @@ def job_geometry(request: GeometryRequest, image: Image.Image | None) -> Geometr
 
 def install_depth_model(fmt: str = "safetensors", progress: Callable[[int, int | None], None] | None = None) -> str:
     """Download 512-depth-ema into A1111's checkpoint folder (with its YAML) and list it; returns its path."""
-    from ..model_download import download_depth_model
+    from ..checkpoints.download import download_depth_model
 
     _refuse_installs_where_a1111_does(f"512-depth-ema.{fmt} into {sd_models.model_path}")
     path = download_depth_model(sd_models.model_path, fmt=fmt, progress=progress)
@@ -309,7 +309,7 @@ def _models_roots() -> list[Path]:
 def estimator_weights(args: Depth2imgArgs) -> tuple[str, str]:
     """(weights file, registry name) of the estimator `args` choose; `SettingsError` for an unknown
     estimator, `WeightsError` where its weights are not here."""
-    from ..depth import ESTIMATORS
+    from ..estimators import ESTIMATORS
 
     if args.estimator == EMBEDDED_ESTIMATOR:
         current = getattr(sd_models.model_data.sd_model, "sd_checkpoint_info", None)  # Forge starts without

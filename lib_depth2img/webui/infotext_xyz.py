@@ -13,7 +13,7 @@ from typing import Any
 
 from modules import script_callbacks, scripts
 
-from ..args import INFOTEXT_PREFIX, Depth2imgArgs
+from ..settings import INFOTEXT_PREFIX, Depth2imgArgs
 from . import depth_service
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 from modules import images
 from PIL import Image, ImageFilter
 
-from ..geometry import GeometryRequest
+from ..depthmaps.geometry import GeometryRequest
 from ..ui.panel import DepthPanel, PreviewSource, selected_image, wire_preview
 from . import host
 

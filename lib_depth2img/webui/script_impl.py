@@ -22,8 +22,8 @@ from typing import Any
 from fastapi.routing import APIRoute
 from modules import images, script_callbacks
 
-from ..args import Depth2imgArgs
-from ..depthmap import depth_to_16bit, depth_to_preview
+from ..settings import Depth2imgArgs
+from ..depthmaps.values import depth_to_16bit, depth_to_preview
 from ..errors import ImageError, SettingsError
 from ..images import IMAGE_EXTENSIONS, load_base64_image, load_depth_map
 from . import api, checkpoint_swap, depth_service, infotext_xyz, settings

@@ -12,7 +12,7 @@ from typing import Any
 
 from modules import script_callbacks, shared
 
-from ..args import EMBEDDED_ESTIMATOR
+from ..settings import EMBEDDED_ESTIMATOR
 
 SECTION = ("depth2img", "Depth2img")
 

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.args import Depth2imgArgs
+from lib_depth2img.checkpoints.download import MODELS_DIR_ENV_VAR
 from lib_depth2img.infotext import Infotext, read_infotext
-from lib_depth2img.model_download import MODELS_DIR_ENV_VAR
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.ui.app import DEMO_BANNER
 from lib_depth2img.ui.engine_services import DEMO_CHECKPOINT_NAME
 

@@ -115,14 +115,14 @@ def test_the_stand_in_gives_what_a1111_gives(a1111_answers, name):
 
 @pytest.mark.parametrize("name", [name for name, (function, _) in cases().items() if function == "resize_image"])
 def test_the_engines_resize_gives_a1111s_pixels(a1111_answers, name):
-    from lib_depth2img.geometry import resize_image
+    from lib_depth2img.depthmaps.geometry import resize_image
 
     _, args = cases()[name]
     assert comparable(resize_image(*args)) == comparable(a1111_answers[name])
 
 
 def test_the_engines_flatten_gives_a1111s_pixels(a1111_answers):
-    from lib_depth2img.geometry import flatten
+    from lib_depth2img.depthmaps.geometry import flatten
 
     for name in ("flatten rgba", "flatten rgba black"):
         _, args = cases()[name]

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_real_webui import WEBUI, extension_installed, png_b64, running_server
+from support.webui import extension_installed, running_server
+from test_real_webui import WEBUI, png_b64
 
 import test_real_webui
 
@@ -37,7 +38,7 @@ def depth_server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(test_real_webui, "BASE_CHECKPOINT", DEPTH_CHECKPOINT)  # no checkpoint swap per job
         log = tmp_path_factory.mktemp("logs") / "webui-depth.log"
-        with extension_installed(WEBUI), running_server(log) as server:
+        with extension_installed(WEBUI), running_server(WEBUI, log) as server:
             yield server
 
 

@@ -25,9 +25,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import webui_stub
-from lib_depth2img.args import Depth2imgArgs
-from lib_depth2img.depth import write_tiny_depth_weights
-from lib_depth2img.depth_cache import DepthCache
+from lib_depth2img.depthmaps.cache import DepthCache
+from lib_depth2img.estimators import write_tiny_depth_weights
+from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.webui import depth_service
 
 REPO = Path(__file__).resolve().parents[2]

@@ -142,7 +142,7 @@ class MiDaSInference(torch.nn.Module):
 
     def __init__(self, checkpoint: str, owner: FakeSDModel):
         super().__init__()
-        from lib_depth2img.depth import DepthEstimator
+        from lib_depth2img.estimators import DepthEstimator
 
         self.model = DepthEstimator.from_file(checkpoint).model
         self.owner = [owner]  # a list: not a submodule

@@ -14,9 +14,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .depth.registry import get_spec
-from .errors import WeightsError
-from .model_download import DEFAULT_TIMEOUT, ModelSource, ProgressCallback, download_file, resolve_url
+from ..checkpoints.download import DEFAULT_TIMEOUT, ModelSource, ProgressCallback, download_file, resolve_url
+from ..errors import WeightsError
+from .registry import get_spec
 
 MIDAS_FOLDER = "midas"
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib_depth2img.depth.dpt import PATCH_SIZE
-from lib_depth2img.depth.timm_parts import timm_parts
-from lib_depth2img.depth.vit import VIT_LARGE_384, VIT_TINY, VitBackbone, VitSize, hooked_block_outputs
+from lib_depth2img.estimators.dpt import PATCH_SIZE
+from lib_depth2img.estimators.timm_parts import timm_parts
+from lib_depth2img.estimators.vit import VIT_LARGE_384, VIT_TINY, VitBackbone, VitSize, hooked_block_outputs
 
 BEIT_LARGE_512 = dataclasses.replace(VIT_LARGE_384, img_size=512)
 """BEiT-L/16 has ViT-L/16's widths, depth, hooks and DPT channels, at 512 px."""

@@ -9,7 +9,6 @@ so every operation is locked, and two threads asking for the same missing entry 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from ..images import pixel_digest
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 """256 MiB: about 64 maps of 1024 x 1024 (4 MiB each in float32)."""
@@ -35,11 +36,7 @@ class DepthKey(NamedTuple):
 
 def depth_key(image: Image.Image, estimator: str, weights_id: str, net_size: int) -> DepthKey:
     """The cache key of `image` estimated by `estimator` with weights `weights_id` at `net_size`."""
-    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
-    palette = image.getpalette() if image.mode in ("P", "PA") else None
-    if palette is not None:
-        digest.update(bytes(palette))
-    return DepthKey(digest.hexdigest(), image.size, image.mode, estimator, str(weights_id), int(net_size))
+    return DepthKey(pixel_digest(image), image.size, image.mode, estimator, str(weights_id), int(net_size))
 
 
 class DepthCache:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 RESIZE_MODES = {
     0: "Just resize",

@@ -45,9 +45,8 @@ class DepthAdjustments:
     gamma: float = 1.0
     blur: float = 0.0
 
-    @property
-    def is_identity(self) -> bool:
-        return self == DepthAdjustments()
+    def __post_init__(self) -> None:
+        _check_clip_order(self.far_clip, self.near_clip)
 
 
 @dataclass(frozen=True)
@@ -104,10 +103,7 @@ class Depth2imgArgs:
     save_depth: bool = _setting(False, "Save depth map beside results")
 
     def __post_init__(self) -> None:
-        if self.far_clip >= self.near_clip:
-            raise SettingsError(
-                f"Depth2img: far clip ({self.far_clip:g}) must be below near clip ({self.near_clip:g})."
-            )
+        _check_clip_order(self.far_clip, self.near_clip)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -177,9 +173,6 @@ class Depth2imgArgs:
     def adjustments(self) -> DepthAdjustments:
         return DepthAdjustments(self.invert, self.far_clip, self.near_clip, self.gamma, self.blur)
 
-    def with_adjustments(self, adjustments: DepthAdjustments) -> Depth2imgArgs:
-        return dataclasses.replace(self, **dataclasses.asdict(adjustments))
-
     # -- the table -------------------------------------------------------------------------
 
     @classmethod
@@ -194,6 +187,12 @@ class Depth2imgArgs:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _check_clip_order(far_clip: float, near_clip: float) -> None:
+    """The clip range keeps depths between far and near, so far must lie below near."""
+    if far_clip >= near_clip:
+        raise SettingsError(f"Depth2img: far clip ({far_clip:g}) must be below near clip ({near_clip:g}).")
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:

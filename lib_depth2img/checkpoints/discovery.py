@@ -4,16 +4,8 @@ Host-independent: no gradio, no A1111 `modules.*`, no torch.
 
 Recognising the depth model
     A1111 (`sd_models_config.guess_model_config_from_state_dict`) treats a checkpoint as the
-    depth model when its state dict holds `DEPTH_MARKER_KEY`. We apply the same test, but read
-    only the key names, never the tensors:
-    - `.safetensors`: the 8-byte length and the JSON header (a few hundred KB for 512-depth-ema);
-    - zip-format torch files (`.ckpt`, `.pt`, `.pth`, the format of `torch.save` since 1.6): the
-      zip's central directory and the `data.pkl` member only;
-    - legacy (pre-zip) torch files: the leading pickles only, which come before the tensor data.
-    The format is taken from the file's first bytes, not from its extension. Pickles are read by
-    `_KeyOnlyUnpickler`, which never imports or calls anything named in the file: every global
-    becomes an inert placeholder, so a malicious pickle cannot run code. As in A1111, a top-level
-    `state_dict` entry (PyTorch Lightning) is the state dict when present.
+    depth model when its state dict holds `DEPTH_MARKER_KEY`. We apply the same test to the key
+    names `reader.read_keys` gives, never loading a tensor nor running anything in the file.
     `inspect_checkpoint` says what was found and why; `is_depth_checkpoint` is its yes/no.
     Results are cached by (path, size, mtime).
 
@@ -24,7 +16,6 @@ Finding depth checkpoints
     an ordering hint: among depth checkpoints, those with "depth" in the name come first (the
     official 512-depth-ema before a merge that happens to carry the depth model), then natural
     path order. So `find_depth_checkpoints(folders)[0]` is always a real depth checkpoint.
-    With `include_others=True` the other checkpoints follow, "depth"-named ones first.
 
 The renamed YAML
     A1111 and its forks load `<checkpoint stem>.yaml` beside a checkpoint as its model config.
@@ -34,23 +25,18 @@ The renamed YAML
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
-import pickle
 import re
-import struct
 import tempfile
 import threading
-import zipfile
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import WeightsError
+from ..errors import WeightsError
+from .reader import Format, UnreadableCheckpoint, read_keys
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +44,7 @@ DEPTH_MARKER_KEY = "depth_model.model.pretrained.act_postprocess3.0.project.0.bi
 CHECKPOINT_EXTENSIONS = (".ckpt", ".safetensors")
 _EXCLUDED_SUFFIXES = (".vae.ckpt", ".vae.safetensors")  # as A1111's list_models
 
-# safetensors refuses headers above 100 MB; data.pkl of a 5 GB SD checkpoint is well under 1 MB.
-_MAX_SAFETENSORS_HEADER = 100_000_000
-_MAX_PICKLE_BYTES = 256 * 1024 * 1024
-_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
-
 Kind = Literal["depth", "other", "unreadable"]
-Format = Literal["safetensors", "torch-zip", "torch-legacy"]
 
 
 @dataclass(frozen=True)
@@ -88,25 +68,11 @@ class CheckpointInspection:
         return self.kind == "depth"
 
 
-class _Unreadable(Exception):
-    """Internal: the file cannot be read as a checkpoint; the message is the reason."""
-
-    def __init__(self, reason: str, fmt: Format | None = None):
-        super().__init__(reason)
-        self.format = fmt
-
-
 # --------------------------------------------------------------------------- cache
 
 _cache: dict[tuple[str, int, int], CheckpointInspection] = {}
 _cache_lock = threading.Lock()
 _CACHE_LIMIT = 4096
-
-
-def clear_cache() -> None:
-    """Forget every cached inspection (they are also invalidated by size/mtime changes)."""
-    with _cache_lock:
-        _cache.clear()
 
 
 def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInspection:
@@ -124,7 +90,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInspection:
         hit = _cache.get(key)
     if hit is not None:
         return hit
-    result = _inspect_uncached(p, st.st_size)
+    result = _inspect_uncached(p)
     with _cache_lock:
         if len(_cache) >= _CACHE_LIMIT:
             _cache.clear()
@@ -138,37 +104,16 @@ def is_depth_checkpoint(path: str | os.PathLike[str]) -> bool:
     return inspect_checkpoint(path).is_depth
 
 
-def _inspect_uncached(path: Path, size: int) -> CheckpointInspection:
-    fmt: Format | None = None
+def _inspect_uncached(path: Path) -> CheckpointInspection:
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-            if len(head) == 0:
-                raise _Unreadable("the file is empty")
-            # safetensors first: its 8-byte header length may begin with any byte.
-            if len(head) >= 9 and head[8:9] == b"{":
-                fmt = "safetensors"
-                f.seek(0)
-                keys = _safetensors_keys(f, size)
-            elif head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-                fmt = "torch-zip"
-                keys = _zip_torch_keys(f)
-            elif head[:1] == b"\x80":
-                fmt = "torch-legacy"
-                f.seek(0)
-                keys = _legacy_torch_keys(f)
-            else:
-                raise _Unreadable(
-                    "not a checkpoint format this reader knows "
-                    "(expected safetensors or a PyTorch .ckpt/.pt file)"
-                )
-    except _Unreadable as error:
-        return CheckpointInspection(path, "unreadable", error.format or fmt, f"{path.name}: {error}")
+        fmt, keys = read_keys(path)
+    except UnreadableCheckpoint as error:
+        return CheckpointInspection(path, "unreadable", error.format, f"{path.name}: {error}")
     except OSError as error:
-        return CheckpointInspection(path, "unreadable", fmt, f"{path.name}: read error: {error}")
+        return CheckpointInspection(path, "unreadable", None, f"{path.name}: read error: {error}")
     except Exception as error:  # noqa: BLE001 - arbitrary bytes: a parser failure means "damaged"
         reason = f"{path.name}: damaged ({type(error).__name__}: {error})"
-        return CheckpointInspection(path, "unreadable", fmt, reason)
+        return CheckpointInspection(path, "unreadable", None, reason)
 
     if DEPTH_MARKER_KEY in keys:
         return CheckpointInspection(
@@ -181,170 +126,6 @@ def _inspect_uncached(path: Path, size: int) -> CheckpointInspection:
         f"{path.name} is not a depth model: none of its {len(keys)} keys is {DEPTH_MARKER_KEY}",
         len(keys),
     )
-
-
-# --------------------------------------------------------------------------- safetensors
-
-
-def _safetensors_keys(f: io.BufferedReader, file_size: int) -> set[str]:
-    raw = f.read(8)
-    if len(raw) < 8:
-        raise _Unreadable("too short for a safetensors file", "safetensors")
-    (header_len,) = struct.unpack("<Q", raw)
-    if header_len > _MAX_SAFETENSORS_HEADER:
-        raise _Unreadable(
-            f"safetensors header length {header_len} is implausible (corrupt file)", "safetensors"
-        )
-    if 8 + header_len > file_size:
-        raise _Unreadable(
-            f"truncated: the safetensors header needs {8 + header_len} bytes, the file has {file_size}",
-            "safetensors",
-        )
-    try:
-        header = json.loads(f.read(header_len))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _Unreadable(f"the safetensors header is not valid JSON ({error})", "safetensors") from None
-    if not isinstance(header, dict):
-        raise _Unreadable("the safetensors header is not a JSON object", "safetensors")
-    data_size = file_size - 8 - header_len
-    keys = set()
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
-            raise _Unreadable(f"the safetensors header entry {name!r} is malformed", "safetensors")
-        if offsets[1] > data_size:
-            raise _Unreadable(
-                f"truncated: tensor {name!r} ends at byte {offsets[1]} of the data, "
-                f"the file holds {data_size} data bytes (an incomplete download?)",
-                "safetensors",
-            )
-        keys.add(name)
-    return keys
-
-
-# --------------------------------------------------------------------------- torch pickles
-
-
-class _Opaque:
-    """Stands for every object a pickle names by a global (tensors, storages, classes).
-
-    It accepts whatever the pickle opcodes do to it and does nothing, so unpickling builds the
-    dict/list skeleton of a checkpoint while nothing named in the file is imported or run.
-    """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:  # noqa: PYI034
-        return object.__new__(cls)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, item: Any) -> None:
-        pass
-
-    def extend(self, items: Any) -> None:
-        pass
-
-    def add(self, item: Any) -> None:
-        pass
-
-
-class _KeyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles the structure of a torch checkpoint without importing or calling anything.
-
-    `collections.OrderedDict` (the state-dict type) is the only real class it hands out;
-    every other global, and every persistent id (a tensor storage), is `_Opaque`.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        return _Opaque
-
-    def persistent_load(self, pid: Any) -> Any:
-        return _Opaque()
-
-
-def _state_dict_keys(obj: Any) -> set[str]:
-    if not isinstance(obj, dict):
-        what = "custom object" if isinstance(obj, _Opaque) else type(obj).__name__
-        raise _Unreadable(f"the checkpoint holds a {what}, not a state dict")
-    inner = obj.get("state_dict", obj)  # A1111: pl_sd.pop("state_dict", pl_sd)
-    if not isinstance(inner, dict):
-        raise _Unreadable("its 'state_dict' entry is not a dict")
-    return {k for k in inner if isinstance(k, str)}
-
-
-def _unpickle_structure(stream: Any) -> Any:
-    try:
-        return _KeyOnlyUnpickler(stream).load()
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        struct.error,
-        UnicodeDecodeError,
-        MemoryError,
-        RecursionError,
-    ) as error:
-        raise _Unreadable(f"its pickle is corrupt ({type(error).__name__}: {error})") from None
-
-
-def _zip_torch_keys(f: io.BufferedReader) -> set[str]:
-    try:
-        with zipfile.ZipFile(f) as zf:
-            members = [
-                i for i in zf.infolist() if i.filename.endswith("data.pkl") and i.filename.count("/") <= 1
-            ]
-            if not members:
-                raise _Unreadable("a zip file without data.pkl: not a PyTorch checkpoint", "torch-zip")
-            # torch.save writes "<archive>/data.pkl"; prefer it over a top-level one.
-            info = max(members, key=lambda i: i.filename.count("/"))
-            if info.file_size > _MAX_PICKLE_BYTES:
-                raise _Unreadable(f"its data.pkl is {info.file_size} bytes, implausibly large", "torch-zip")
-            with zf.open(info) as stream:
-                obj = _unpickle_structure(stream)
-    except zipfile.BadZipFile as error:
-        raise _Unreadable(
-            f"not a complete zip/PyTorch file, truncated or corrupt ({error})", "torch-zip"
-        ) from None
-    except _Unreadable as error:
-        raise _Unreadable(str(error), "torch-zip") from None
-    try:
-        return _state_dict_keys(obj)
-    except _Unreadable as error:
-        raise _Unreadable(str(error), "torch-zip") from None
-
-
-def _legacy_torch_keys(f: io.BufferedReader) -> set[str]:
-    # Legacy torch.save layout: pickle(magic), pickle(protocol), pickle(sys_info),
-    # pickle(object with persistent storage ids), then the raw storages, which we never reach.
-    try:
-        magic = _unpickle_structure(f)
-        if magic != _LEGACY_TORCH_MAGIC:
-            raise _Unreadable("a pickle file, but not a PyTorch checkpoint", "torch-legacy")
-        _unpickle_structure(f)  # protocol version
-        _unpickle_structure(f)  # sys info
-        obj = _unpickle_structure(f)
-        return _state_dict_keys(obj)
-    except _Unreadable as error:
-        raise _Unreadable(str(error), "torch-legacy") from None
 
 
 # --------------------------------------------------------------------------- discovery
@@ -382,8 +163,6 @@ def _candidate_files(folder: Path) -> list[Path]:
 
 def find_depth_checkpoints(
     folders: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
-    *,
-    include_others: bool = False,
 ) -> list[Path]:
     """Checkpoints (`.ckpt`, `.safetensors`) under `folders`, searched recursively like A1111.
 
@@ -405,13 +184,11 @@ def find_depth_checkpoints(
             if real in seen:
                 continue
             seen.add(real)
-            depth = is_depth_checkpoint(path)
-            if not depth and not include_others:
-                continue
-            name_hint = "depth" in path.name.lower()
-            ranked.append((0 if depth else 1, 0 if name_hint else 1, [order, *_natural_key(str(path))], path))
-    ranked.sort(key=lambda item: item[:3])
-    return [item[3] for item in ranked]
+            if is_depth_checkpoint(path):
+                name_hint = "depth" in path.name.lower()
+                ranked.append((0 if name_hint else 1, [order, *_natural_key(str(path))], path))
+    ranked.sort(key=lambda item: item[:2])
+    return [item[2] for item in ranked]
 
 
 # --------------------------------------------------------------------------- the YAML

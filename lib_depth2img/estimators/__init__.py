@@ -4,10 +4,10 @@
 larger = nearer, non-negative; standalone MiDaS files (`dpt_hybrid-midas-501f0c75.pt`) load too.
 """
 
-from lib_depth2img.depth.estimator import DepthEstimator
-from lib_depth2img.depth.preprocess import net_input_size
-from lib_depth2img.depth.registry import ESTIMATORS, EstimatorSpec, build_dpt
-from lib_depth2img.depth.weights import load_depth_state_dict, weights_id, write_tiny_depth_weights
+from lib_depth2img.estimators.estimator import DepthEstimator
+from lib_depth2img.estimators.preprocess import net_input_size
+from lib_depth2img.estimators.registry import ESTIMATORS, EstimatorSpec, build_dpt
+from lib_depth2img.estimators.weights import load_depth_state_dict, weights_id, write_tiny_depth_weights
 
 __all__ = [
     "ESTIMATORS",

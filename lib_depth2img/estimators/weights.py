@@ -6,30 +6,26 @@ second kind, named `pretrained.*` and `depth_head.*`):
   `depth_model.model.` next to the UNet, VAE and text encoder;
 - a standalone release file (`dpt_hybrid-midas-501f0c75.pt`, `depth_anything_v2_vits.pth` ...), sometimes wrapped as
   `{"model": ..., "optimizer": ...}`.
-The kind is told by the names inside, not by the file name. `.ckpt`/`.pt` files are opened with
-`weights_only=True` (a pickle cannot run code) and memory-mapped when they are zip archives, so
-only the depth tensors of a 5 GB checkpoint are read; `.safetensors` files are read key by key.
+The kind is told by the names inside, not by the file name. Files are read by
+`checkpoints.reader.open_checkpoint`, so only the depth tensors of a 5 GB checkpoint are read.
 
 Loading is strict: a network gets weights for every tensor or is not built at all.
 """
 
-import pickle
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from lib_depth2img.depth.registry import ESTIMATORS, EstimatorSpec, build_dpt, get_spec
+from lib_depth2img.checkpoints.reader import open_checkpoint
 from lib_depth2img.errors import WeightsError
+from lib_depth2img.estimators.registry import ESTIMATORS, EstimatorSpec, build_dpt, get_spec
 
 SD_DEPTH_PREFIX = "depth_model.model."
 SD_UNET_PREFIX = "model.diffusion_model."
 STANDALONE_PREFIXES = ("pretrained.", "scratch.", "depth_head.")
-ZIP_MAGIC = b"PK\x03\x04"
 LISTED_NAMES = 5
 """How many offending tensor names an error message shows before summarising the rest as a count."""
 
@@ -44,67 +40,9 @@ def weights_id(path: str | Path, estimator: str) -> str:
 def load_depth_state_dict(path: str | Path, estimator: str = "dpt_hybrid") -> dict[str, torch.Tensor]:
     """The depth network's tensors from an SD depth checkpoint or a standalone release file, by their network names."""
     spec = get_spec(estimator)
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"depth weights not found: {path} does not exist or is not a file.")
-    if path.stat().st_size == 0:
-        raise WeightsError(
-            f"{path} is empty (0 bytes); the download or copy probably failed. Get the file again."
-        )
-    if path.suffix.lower() == ".safetensors":
-        tensors = _read_safetensors(path, spec)
-    else:
-        tensors = _select_depth_tensors(_read_torch_checkpoint(path), path, spec)
-    return tensors
-
-
-def _read_safetensors(path: Path, spec: EstimatorSpec) -> dict[str, torch.Tensor]:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            names = _depth_names(file.keys(), path, spec)
-            return {name: file.get_tensor(stored) for stored, name in names.items()}
-    except SafetensorError as error:
-        raise WeightsError(
-            f"{path} is not a readable .safetensors file ({error}); it is probably truncated or damaged. "
-            "Get the file again."
-        ) from None
-
-
-def _read_torch_checkpoint(path: Path) -> Mapping[str, object]:
-    with path.open("rb") as file:
-        is_zip = file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-    except pickle.UnpicklingError as error:
-        blocked = re.search(r"GLOBAL \S+", str(error))
-        raise WeightsError(
-            f"refused to load {path}: besides tensors it holds Python objects"
-            f"{f' ({blocked.group(0)})' if blocked else ''} that could run code when unpickled. "
-            "Use a checkpoint from a trusted source, preferably as .safetensors."
-        ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise WeightsError(
-            f"{path} cannot be read as a PyTorch checkpoint ({str(error).splitlines()[0]}); "
-            "it is probably truncated or damaged. Get the file again."
-        ) from None
-    for wrapper in ("state_dict", "model"):  # Lightning checkpoints / MiDaS files saved with an optimizer
-        if isinstance(content, Mapping) and isinstance(content.get(wrapper), Mapping):
-            content = content[wrapper]
-    if not isinstance(content, Mapping):
-        raise WeightsError(f"{path} holds a {type(content).__name__}, not a state dict of named tensors.")
-    return content
-
-
-def _select_depth_tensors(
-    content: Mapping[str, object], path: Path, spec: EstimatorSpec
-) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for stored, name in _depth_names(content.keys(), path, spec).items():
-        value = content[stored]
-        if not isinstance(value, torch.Tensor):
-            raise WeightsError(f"{path}: entry {stored!r} is a {type(value).__name__}, not a tensor.")
-        tensors[name] = value
-    return tensors
+    checkpoint = open_checkpoint(path, "depth weights")
+    names = _depth_names(checkpoint.shapes, Path(path), spec)
+    return {name: checkpoint.tensor(stored) for stored, name in names.items()}
 
 
 def _depth_names(keys: Iterable[str], path: Path, spec: EstimatorSpec) -> dict[str, str]:

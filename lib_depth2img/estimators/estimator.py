@@ -1,7 +1,6 @@
 """`DepthEstimator`: a loaded depth network and the one way to turn images into depth maps with it."""
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,15 +10,21 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lib_depth2img.depth.preprocess import image_to_rgb_array, net_input_size, to_depth_map, to_network_input
-from lib_depth2img.depth.registry import EstimatorSpec, get_spec, resolution_note
-from lib_depth2img.depth.weights import (
+from lib_depth2img.errors import SettingsError
+from lib_depth2img.estimators.preprocess import (
+    image_to_rgb_array,
+    net_input_size,
+    to_depth_map,
+    to_network_input,
+)
+from lib_depth2img.estimators.registry import EstimatorSpec, get_spec, resolution_note
+from lib_depth2img.estimators.weights import (
     build_loaded_dpt,
     is_tiny_state_dict,
     load_depth_state_dict,
     weights_id,
 )
-from lib_depth2img.errors import SettingsError
+from lib_depth2img.images import pixel_digest
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +89,6 @@ class DepthEstimator:
         model = build_loaded_dpt(state_dict, spec, source=str(path), tiny=tiny, device=device, dtype=dtype)
         return cls(model, spec, weights_id(path, estimator), tiny=tiny)
 
-    @classmethod
-    def from_state_dict(
-        cls,
-        state_dict: dict[str, torch.Tensor],
-        estimator: str = "dpt_hybrid",
-        *,
-        weights_id: str,
-        tiny: bool | None = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> "DepthEstimator":
-        """From tensors named as in the network (no `depth_model.model.` prefix); `tiny` None reads the size from them."""
-        spec = get_spec(estimator)
-        source = "the given state dict"
-        if tiny is None:
-            tiny = is_tiny_state_dict(state_dict, spec, source)
-        model = build_loaded_dpt(state_dict, spec, source=source, tiny=tiny, device=device, dtype=dtype)
-        return cls(model, spec, weights_id, tiny=tiny)
-
     def to(self, device: str | torch.device) -> "DepthEstimator":
         """Moves the network, e.g. to "cpu" to free GPU memory between jobs."""
         self.model.to(device)
@@ -127,10 +113,10 @@ class DepthEstimator:
         """
         net_size = self.checked_net_size(net_size)
         rule = self.spec.input_rule
-        arrays = [image_to_rgb_array(image) for image in images]
-        keys = [_content_key(array) for array in arrays]
-        unique = dict(zip(keys, arrays))
-        by_input_size: dict[tuple[int, int], list[bytes]] = {}
+        # One image (the depth source's call, which has already found its copies) needs no hashing.
+        keys = [pixel_digest(image) for image in images] if len(images) > 1 else [""]
+        unique = {key: image_to_rgb_array(image) for key, image in zip(keys, images)}
+        by_input_size: dict[tuple[int, int], list[str]] = {}
         for key, array in unique.items():
             size = net_input_size(array.shape[1], array.shape[0], net_size, rule)
             by_input_size.setdefault(size, []).append(key)
@@ -199,9 +185,3 @@ def _transformer_blocks(model: nn.Module) -> list[nn.Module]:
             return list(module.children())
     return []
 
-
-def _content_key(rgb: np.ndarray) -> bytes:
-    """Equal for equal pixels, whatever object holds them."""
-    digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
-    digest.update(repr(rgb.shape).encode())
-    return digest.digest()

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib_depth2img.depth.timm_parts import timm_parts
-from lib_depth2img.depth.vit import hooked_block_outputs, vit_tokens
+from lib_depth2img.estimators.timm_parts import timm_parts
+from lib_depth2img.estimators.vit import hooked_block_outputs, vit_tokens
 
 PATCH_SIZE = 14
 POSITION_OFFSET = 0.1

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib_depth2img.depth.dpt import PATCH_SIZE, make_reassemble
-from lib_depth2img.depth.timm_parts import timm_parts
+from lib_depth2img.estimators.dpt import PATCH_SIZE, make_reassemble
+from lib_depth2img.estimators.timm_parts import timm_parts
 
 
 @dataclass(frozen=True)

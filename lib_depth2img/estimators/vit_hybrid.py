@@ -12,9 +12,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from lib_depth2img.depth.dpt import make_reassemble
-from lib_depth2img.depth.timm_parts import timm_parts
-from lib_depth2img.depth.vit import hooked_block_outputs, patch_grid, vit_tokens
+from lib_depth2img.estimators.dpt import make_reassemble
+from lib_depth2img.estimators.timm_parts import timm_parts
+from lib_depth2img.estimators.vit import hooked_block_outputs, patch_grid, vit_tokens
 
 STD_CONV_EPS = 1e-8
 """Epsilon of the weight standardisation in timm's hybrid ResNet; it changes the numbers, so it is pinned."""

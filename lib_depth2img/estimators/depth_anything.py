@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib_depth2img.depth.dinov2 import (
+from lib_depth2img.estimators.dinov2 import (
     DINO_TINY,
     PATCH_SIZE,
     VIT_BASE_14,
@@ -27,7 +27,7 @@ from lib_depth2img.depth.dinov2 import (
     dinov2_features,
     patch_grid,
 )
-from lib_depth2img.depth.dpt import FusionStages, make_resample
+from lib_depth2img.estimators.dpt import FusionStages, make_resample
 
 HEAD_HIDDEN = 32
 """Channels between the head's two last convolutions, the same for every size."""

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .args import Depth2imgArgs
-from .depth_cache import DepthCache, DepthKey, depth_key
-from .depthmap import apply_adjustments, normalize_depth
-from .errors import SettingsError
+from ..errors import SettingsError
+from ..images import load_depth_map
+from ..settings import Depth2imgArgs
+from .cache import DepthCache, DepthKey, depth_key
 from .geometry import Geometry, fit_image, fit_map
-from .images import load_depth_map
+from .values import apply_adjustments, normalize_depth
 
 if TYPE_CHECKING:
-    from .depth import DepthEstimator
+    from ..estimators import DepthEstimator
 
 
 class DepthOrigin(str, enum.Enum):
@@ -128,7 +128,7 @@ def estimate_raw_depths(
     """Raw estimates (read-only, at each image's size) and their origin, one per image.
 
     Give the pixels the model sees (`geometry.fit_image`). Each distinct image is estimated
-    once; copies share one array. Use this for sequences: take `depthmap.sequence_range` of the
+    once; copies share one array. Use this for sequences: take `depthmaps.values.sequence_range` of the
     raws, then `depth_for_images(..., normalize_range=...)` finds them in the cache.
     """
     effective_net_size = estimator.checked_net_size(net_size)

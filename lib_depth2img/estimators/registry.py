@@ -15,16 +15,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from lib_depth2img.depth import beit, depth_anything, vit, vit_hybrid
-from lib_depth2img.depth.dpt import DPT, FULL_DECODER, TINY_DECODER
-from lib_depth2img.depth.preprocess import (
+from lib_depth2img.estimators import beit, depth_anything, vit, vit_hybrid
+from lib_depth2img.estimators.dpt import DPT, FULL_DECODER, TINY_DECODER
+from lib_depth2img.estimators.preprocess import (
     DEPTH_ANYTHING_V1_INPUT,
     DEPTH_ANYTHING_V2_INPUT,
     MIDAS_INPUT,
     InputRule,
     net_input_size,
 )
-from lib_depth2img.depth.timm_parts import building_on
+from lib_depth2img.estimators.timm_parts import building_on
 
 
 class BackboneSize(Protocol):

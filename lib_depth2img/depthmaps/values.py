@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .args import DepthAdjustments
-from .errors import SettingsError
+from ..settings import DepthAdjustments
 
 CONDITIONING_EPSILON = 0.001
 """The `+ 0.001` in the training-time normalisation of `LatentDepth2ImageDiffusion`."""
@@ -59,12 +58,7 @@ def apply_adjustments(depth: np.ndarray, adjustments: DepthAdjustments) -> np.nd
     result = np.asarray(depth, dtype=np.float32)
     if adjustments.invert:
         result = 1.0 - result
-    if adjustments.far_clip > 0.0 or adjustments.near_clip < 1.0:
-        if adjustments.near_clip <= adjustments.far_clip:
-            raise SettingsError(
-                f"Depth2img: far clip ({adjustments.far_clip:g}) must be below near clip "
-                f"({adjustments.near_clip:g})."
-            )
+    if adjustments.far_clip > 0.0 or adjustments.near_clip < 1.0:  # DepthAdjustments keeps far < near
         span = adjustments.near_clip - adjustments.far_clip
         result = np.clip((result - adjustments.far_clip) / span, 0.0, 1.0)
     if adjustments.gamma != 1.0:

@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .checkpoints import write_depth_yaml
-from .errors import Depth2imgError
+from .. import __version__
+from ..errors import Depth2imgError
+from .discovery import write_depth_yaml
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def default_models_dir() -> Path:
 def default_models_root() -> Path:
     """The models folder: the WebUI's `models` inside an A1111 install (this repository under
     `<webui>/extensions/`), otherwise `models` in this repository (git-ignored)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # lib_depth2img/checkpoints/download.py
     if root.parent.name == "extensions":
         webui_models = root.parent.parent / "models"
         if (webui_models / "Stable-diffusion").is_dir():
