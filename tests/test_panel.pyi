@@ -76,7 +76,6 @@ class StandInServices:
     def cache_stats(self) -> dict[str, int]:
         return {"entries": len(self.cache), "hits": self.cache.hits, "misses": self.cache.misses}
 
-from gradio.events import Dependency
 
 class InputAccordion(gr.Checkbox):
     """Stand-in of A1111 v1.10.1 `modules.ui_components.InputAccordion`: a hidden checkbox

@@ -245,6 +245,9 @@ def test_show_depth_map_in_the_img2img_tab_in_chromium(server, tmp_path):
             assert preview.count() == 1, status
             page.screenshot(path=str(tmp_path / "a1111-img2img.png"), full_page=True)
             preview.screenshot(path=str(tmp_path / "preview.png"))
+            # the preview ran as an A1111 task: its progress bar ends and Generate comes back
+            page.locator("#img2img_generate").wait_for(state="visible", timeout=30_000)
+            page.locator("#img2img .progressDiv").wait_for(state="detached", timeout=30_000)
         finally:
             browser.close()
     assert "estimat" in status, status

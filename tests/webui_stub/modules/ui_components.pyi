@@ -2,7 +2,6 @@
 
 import gradio as gr
 
-from gradio.events import Dependency
 
 class ToolButton(gr.Button):
     def __init__(self, *args, **kwargs):
