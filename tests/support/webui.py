@@ -201,3 +201,40 @@ def extension_installed(webui: Path, repo: Path = REPO, kind: WebUIKind = A1111)
     finally:
         if created:
             link.unlink()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def show_depth_map_in_chromium(server: Server, picture: Path, screenshots: Path, name: str) -> str:
+    """In the WebUI's img2img tab (A1111 or Forge): upload `picture`, open Depth2img, press Show
+    depth map; returns the status line. Keeps `<name>.png` (the page) and `preview.png` in
+    `screenshots` for a person to look at, and checks that the preview ran as a WebUI task
+    whose progress bar ends and gives Generate back."""
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium")
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            page.goto(server.url("/"), timeout=START_TIMEOUT * 1000)
+            page.locator("#tabs button", has_text="img2img").first.click()
+            page.set_input_files("#img2img_image input[type=file]", str(picture))
+            page.locator("#depth2img_img2img .label-wrap").first.click()
+            page.click("#depth2img_img2img_preview")
+            preview = page.locator("#depth2img_img2img_preview_image img")
+            preview.or_(page.locator(".depth2img-status-error")).first.wait_for(timeout=JOB_TIMEOUT * 1000)
+            status = page.locator("#depth2img_img2img_status").first.inner_text()
+            assert preview.count() == 1, status
+            page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+            preview.screenshot(path=str(screenshots / "preview.png"))
+            page.locator("#img2img_generate").wait_for(state="visible", timeout=30_000)
+            page.locator("#img2img .progressDiv").wait_for(state="detached", timeout=30_000)
+        finally:
+            browser.close()
+    return status

@@ -29,11 +29,10 @@ from support.webui import (
     DEPTH_CHECKPOINT,
     EXTENSION_NAME,
     FORGE,
-    JOB_TIMEOUT,
-    START_TIMEOUT,
     Server,
     extension_installed,
     running_server,
+    show_depth_map_in_chromium,
     webui_checkout,
 )
 
@@ -43,9 +42,6 @@ pytestmark = [
     pytest.mark.skipif(FORGE_DIR is None, reason="needs a real Forge checkout: set FORGE_DIR"),
 ]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 SIZE = 128
 JOB = {"prompt": "a room", "seed": 1234, "steps": 2, "width": SIZE, "height": SIZE, "sampler_name": "Euler",
        "scheduler": "Automatic", "denoising_strength": 0.8, "cfg_scale": 5,
@@ -257,28 +253,9 @@ def test_show_depth_map_in_the_img2img_tab_in_chromium(server, tmp_path):
     """The panel in Forge's page: upload an init image onto its canvas, open Depth2img, Show depth
     map. The preview must show a picture and the status line the estimator used; the page
     screenshot is kept in tmp_path for a person to look at."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium")
     picture = tmp_path / "init.png"
     init_image().save(picture)
-    with sync_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1400})
-            page.goto(server.url("/"), timeout=START_TIMEOUT * 1000)
-            page.locator("#tabs button", has_text="img2img").first.click()
-            page.set_input_files("#img2img_image input[type=file]", str(picture))
-            page.locator("#depth2img_img2img .label-wrap").first.click()
-            page.click("#depth2img_img2img_preview")
-            preview = page.locator("#depth2img_img2img_preview_image img")
-            preview.or_(page.locator(".depth2img-status-error")).first.wait_for(timeout=JOB_TIMEOUT * 1000)
-            status = page.locator("#depth2img_img2img_status").first.inner_text()
-            assert preview.count() == 1, status
-            page.screenshot(path=str(tmp_path / "forge-img2img.png"), full_page=True)
-            preview.screenshot(path=str(tmp_path / "preview.png"))
-        finally:
-            browser.close()
+    status = show_depth_map_in_chromium(server, picture, tmp_path, "forge-img2img")
     assert "estimat" in status, status
     assert np.asarray(Image.open(tmp_path / "preview.png").convert("L"), dtype=np.float32).std() > 1.0
 

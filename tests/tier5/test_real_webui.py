@@ -17,12 +17,14 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from support.webui import BASE_CHECKPOINT, DEPTH_CHECKPOINT, EXTENSION_NAME, JOB_TIMEOUT, START_TIMEOUT, Server, extension_installed, running_server, webui_checkout
+from support.webui import (
+    BASE_CHECKPOINT, DEPTH_CHECKPOINT, EXTENSION_NAME, Server, extension_installed, running_server,
+    show_depth_map_in_chromium, webui_checkout,
+)
 
 WEBUI = webui_checkout()
 pytestmark = [
@@ -30,9 +32,6 @@ pytestmark = [
     pytest.mark.skipif(WEBUI is None, reason="tier 5 needs a real A1111 v1.10.1 checkout: set SD_WEBUI_DIR"),
 ]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 MAX_RUN_TO_RUN_MEAN = 1.0  # levels of 255; two identical requests to one A1111 here: up to 3, in 44% of values
 MAX_RUN_TO_RUN_LEVELS = 8
 JOB = {"prompt": "a room", "seed": 1234, "steps": 2, "width": 128, "height": 128, "sampler_name": "Euler",
@@ -225,31 +224,9 @@ def test_show_depth_map_in_the_img2img_tab_in_chromium(server, tmp_path):
 
     The preview must show a picture (not a blank) and the status line the estimator used; the
     page screenshot is kept in tmp_path for a person to look at."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium")
     picture = tmp_path / "init.png"
     init_image().save(picture)
-    with sync_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.goto(server.url("/"), timeout=START_TIMEOUT * 1000)
-            page.locator("#tabs button", has_text="img2img").first.click()
-            page.set_input_files("#img2img_image input[type=file]", str(picture))
-            page.locator("#depth2img_img2img .label-wrap").first.click()
-            page.click("#depth2img_img2img_preview")
-            preview = page.locator("#depth2img_img2img_preview_image img")
-            preview.or_(page.locator(".depth2img-status-error")).first.wait_for(timeout=JOB_TIMEOUT * 1000)
-            status = page.locator("#depth2img_img2img_status").first.inner_text()
-            assert preview.count() == 1, status
-            page.screenshot(path=str(tmp_path / "a1111-img2img.png"), full_page=True)
-            preview.screenshot(path=str(tmp_path / "preview.png"))
-            # the preview ran as an A1111 task: its progress bar ends and Generate comes back
-            page.locator("#img2img_generate").wait_for(state="visible", timeout=30_000)
-            page.locator("#img2img .progressDiv").wait_for(state="detached", timeout=30_000)
-        finally:
-            browser.close()
+    status = show_depth_map_in_chromium(server, picture, tmp_path, "a1111-img2img")
     assert "estimat" in status, status
     assert np.asarray(Image.open(tmp_path / "preview.png").convert("L"), dtype=np.float32).std() > 1.0
 
