@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib_depth2img.depthmaps.cache import DepthCache
 from lib_depth2img.depthmaps.geometry import Geometry
-from lib_depth2img.depthmaps.source import DepthOrigin, depth_for_image, depth_for_images
+from lib_depth2img.depthmaps.source import DepthOrigin, depth_for_images
 from lib_depth2img.estimators import ESTIMATORS, DepthEstimator, build_dpt
 from lib_depth2img.estimators.preprocess import to_depth_map, to_network_input
 from lib_depth2img.settings import Depth2imgArgs
@@ -106,10 +106,10 @@ def main() -> None:
 
     def miss() -> None:
         cache.clear()
-        assert depth_for_image(image, settings, load, cache).origin is DepthOrigin.ESTIMATOR
+        assert depth_for_images([image], settings, load, cache)[0].origin is DepthOrigin.ESTIMATOR
 
     def hit() -> None:
-        assert depth_for_image(image.copy(), settings, load, cache).origin is DepthOrigin.CACHE
+        assert depth_for_images([image.copy()], settings, load, cache)[0].origin is DepthOrigin.CACHE
 
     miss_s = seconds(miss, options.repeats)
     hit_s = seconds(hit, max(options.repeats, 10))
@@ -124,11 +124,11 @@ def main() -> None:
 
     def photo_miss() -> None:
         photo_cache.clear()
-        result = depth_for_image(photo, settings, load, photo_cache, geometry=JOB_GEOMETRY)
+        result = depth_for_images([photo], settings, load, photo_cache, geometry=JOB_GEOMETRY)[0]
         assert result.origin is DepthOrigin.ESTIMATOR
 
     def photo_hit() -> None:
-        result = depth_for_image(photo, settings, load, photo_cache, geometry=JOB_GEOMETRY)
+        result = depth_for_images([photo], settings, load, photo_cache, geometry=JOB_GEOMETRY)[0]
         assert result.origin is DepthOrigin.CACHE
 
     photo_miss_s = seconds(photo_miss, options.repeats)

@@ -20,7 +20,7 @@ from support.gradio_events import choice_values, event_of, page_scripts, upload
 
 from lib_depth2img.depthmaps.cache import DepthCache
 from lib_depth2img.depthmaps.geometry import Geometry, GeometryRequest
-from lib_depth2img.depthmaps.source import DepthResult, depth_for_image
+from lib_depth2img.depthmaps.source import DepthResult, depth_for_images
 from lib_depth2img.settings import Depth2imgArgs
 from lib_depth2img.ui.panel import (
     NO_CHECKPOINT_MESSAGE,
@@ -65,7 +65,7 @@ class StandInServices:
                        task_id: str | None = None) -> DepthResult:
         self.requests.append((geometry, task_id))
         frame = None if geometry is None else Geometry(*geometry.size_for(image), geometry.resize_mode)
-        return depth_for_image(image, args, lambda: self.estimator, self.cache, geometry=frame)
+        return depth_for_images([image], args, lambda: self.estimator, self.cache, geometry=frame)[0]
 
     def install_depth_model(self, fmt: str = "safetensors", progress: Any = None) -> str:
         if progress is not None:

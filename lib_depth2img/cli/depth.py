@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..settings import Depth2imgArgs
 from ..estimators import ESTIMATORS, DepthEstimator
 from ..estimators.registry import resolution_note
-from ..depthmaps.source import depth_for_image
+from ..depthmaps.source import depth_for_images
 from ..depthmaps.values import depth_to_16bit, depth_to_preview
 from ..errors import Depth2imgError, WeightsError
 from ..estimators.files import estimator_hint, find_weights, missing_weights_message
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             output = _output_path(path, out_dir, claimed)
             image = load_image(path).convert("RGB")
-            depth = depth_for_image(image, settings, lambda: estimator).depth
+            depth = depth_for_images([image], settings, lambda: estimator)[0].depth
             save_atomically(depth_to_16bit(depth) if args.sixteen_bit else depth_to_preview(depth), output)
             written += 1
         except Depth2imgError as error:

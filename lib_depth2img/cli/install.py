@@ -40,30 +40,15 @@ def register(subparsers: Any) -> None:
         default=model_download.DEFAULT_FORMAT,
         help="file format (default: %(default)s; safetensors cannot run code when loaded)",
     )
-    install.add_argument(
-        "--dest",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help=f"folder to put it in (default: ${model_download.MODELS_DIR_ENV_VAR}, else the WebUI's "
+    _add_download_flags(
+        install,
+        dest_metavar="DIR",
+        dest_help=f"folder to put it in (default: ${model_download.MODELS_DIR_ENV_VAR}, else the WebUI's "
         "models/Stable-diffusion when installed as an extension, else models/Stable-diffusion here)",
-    )
-    install.add_argument(
-        "--url",
-        metavar="URL",
-        default=None,
-        help="folder URL to download from, the file name is appended "
+        url_help="folder URL to download from, the file name is appended "
         f"(default: ${model_download.URL_ENV_VAR}, else Hugging Face, honouring $HF_ENDPOINT)",
     )
-    install.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=float,
-        default=model_download.DEFAULT_TIMEOUT,
-        help="network timeout per connection and read (default: %(default)s)",
-    )
     install.add_argument("--no-yaml", action="store_true", help="do not write the YAML beside the checkpoint")
-    install.add_argument("--quiet", action="store_true", help="no progress bar")
     install.set_defaults(func=run, install_action="install-model")
 
     estimator = subparsers.add_parser(
@@ -81,21 +66,14 @@ def register(subparsers: Any) -> None:
         "estimator", metavar="NAME", choices=sorted(estimator_files.OFFICIAL_DOWNLOADS),
         help=f"one of: {', '.join(sorted(estimator_files.OFFICIAL_DOWNLOADS))}",
     )
-    estimator.add_argument(
-        "--dest", metavar="MODELS_DIR", type=Path, default=None,
-        help="the models folder (default: the WebUI's models folder when installed as an extension, "
+    _add_download_flags(
+        estimator,
+        dest_metavar="MODELS_DIR",
+        dest_help="the models folder (default: the WebUI's models folder when installed as an extension, "
         "else models/ here)",
-    )
-    estimator.add_argument(
-        "--url", metavar="URL", default=None,
-        help=f"folder URL holding the file (default: ${model_download.URL_ENV_VAR}, else the official "
+        url_help=f"folder URL holding the file (default: ${model_download.URL_ENV_VAR}, else the official "
         "address, honouring $HF_ENDPOINT)",
     )
-    estimator.add_argument(
-        "--timeout", metavar="SECONDS", type=float, default=model_download.DEFAULT_TIMEOUT,
-        help="network timeout per connection and read (default: %(default)s)",
-    )
-    estimator.add_argument("--quiet", action="store_true", help="no progress bar")
     estimator.set_defaults(func=run, install_action="install-estimator")
 
     yaml_cmd = subparsers.add_parser(
@@ -117,6 +95,16 @@ def register(subparsers: Any) -> None:
     )
     yaml_cmd.set_defaults(func=run, install_action="write-yaml")
 
+
+def _add_download_flags(
+    parser: argparse.ArgumentParser, *, dest_metavar: str, dest_help: str, url_help: str
+) -> None:
+    """--dest, --url, --timeout and --quiet: what both downloads take."""
+    parser.add_argument("--dest", metavar=dest_metavar, type=Path, default=None, help=dest_help)
+    parser.add_argument("--url", metavar="URL", default=None, help=url_help)
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=model_download.DEFAULT_TIMEOUT,
+                        help="network timeout per connection and read (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 def run(args: argparse.Namespace) -> int:
     if args.install_action == "write-yaml":

@@ -1,10 +1,10 @@
 """Where a depth map comes from: the user's own map, the cache, or the estimator.
 
-The A1111 adapter, the standalone engine and the CLI all call `depth_for_images` (or
-`depth_for_image`), so they agree on precedence (own map over estimate), on normalisation, on
-the order of adjustments and on the size of the result. The estimator is asked for through a
-callable, so a host whose user brings their own depth maps never loads MiDaS, and each distinct
-image is estimated once even when a batch holds copies of it (A1111 runs MiDaS per batch item).
+The A1111 adapter, the standalone engine and the CLI all call `depth_for_images`, so they agree on
+precedence (own map over estimate), on normalisation, on the order of adjustments and on the size of
+the result. The estimator is asked for through a callable, so a host whose user brings their own
+depth maps never loads MiDaS, and each distinct image is estimated once even when a batch holds
+copies of it (A1111 runs MiDaS per batch item).
 """
 
 from __future__ import annotations
@@ -57,24 +57,6 @@ PixelFitter = Callable[[Image.Image, Geometry], Image.Image]
 
 EstimationProgress = Callable[[int, int], None]
 """`progress(done, total)` while an estimator runs; raising from it stops the estimate."""
-
-
-def depth_for_image(
-    image: Image.Image | None,
-    settings: Depth2imgArgs,
-    load_estimator: EstimatorLoader | None,
-    cache: DepthCache | None = None,
-    *,
-    geometry: Geometry | None = None,
-    fit: PixelFitter = fit_image,
-    normalize_range: tuple[float, float] | None = None,
-    progress: EstimationProgress | None = None,
-) -> DepthResult:
-    """The depth map of one init image (or of none: txt2img from your own map); see `depth_for_images`."""
-    return depth_for_images(
-        [image], settings, load_estimator, cache,
-        geometry=geometry, fit=fit, normalize_range=normalize_range, progress=progress,
-    )[0]
 
 
 def depth_for_images(

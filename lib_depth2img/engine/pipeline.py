@@ -38,7 +38,7 @@ from PIL import Image
 from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..estimators import DepthEstimator
 from ..depthmaps.cache import DepthCache
-from ..depthmaps.source import depth_for_image, estimate_raw_depths
+from ..depthmaps.source import depth_for_images, estimate_raw_depths
 from ..depthmaps.values import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
 from ..errors import SettingsError
 from ..depthmaps.geometry import RESIZE_MODES, Geometry, fit_image, fit_map
@@ -333,10 +333,10 @@ class Depth2ImgPipeline:
     def _depth(self, request: GenerationRequest) -> np.ndarray:
         """The adjusted depth map at the result's geometry (estimated only when there is no own map)."""
         with self.estimator_visit() as load:
-            return depth_for_image(
-                request.init_image, request.depth, lambda: load(request.depth.estimator), self.cache,
+            return depth_for_images(
+                [request.init_image], request.depth, lambda: load(request.depth.estimator), self.cache,
                 geometry=request.geometry, normalize_range=request.depth_range,
-            ).depth
+            )[0].depth
 
     @contextlib.contextmanager
     def estimator_visit(self) -> Iterator[Callable[[str], DepthEstimator]]:

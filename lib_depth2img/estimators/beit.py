@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib_depth2img.estimators.dpt import PATCH_SIZE
 from lib_depth2img.estimators.timm_parts import timm_parts
 from lib_depth2img.estimators.vit import VIT_LARGE_384, VIT_TINY, VitBackbone, VitSize, hooked_block_outputs
 
@@ -111,11 +110,7 @@ class BeitBackbone(VitBackbone):
 def build_beit_backbone(size: VitSize) -> BeitBackbone:
     """BEiT as timm's `beit_large_patch16_512` defines it (at `BEIT_LARGE_512`), minus the derived index buffers."""
     model = timm_parts().Beit(
-        img_size=size.img_size,
-        patch_size=PATCH_SIZE,
-        embed_dim=size.embed_dim,
-        depth=size.depth,
-        num_heads=size.num_heads,
+        **size.transformer_args(),
         mlp_ratio=4,
         qkv_bias=True,
         use_abs_pos_emb=False,

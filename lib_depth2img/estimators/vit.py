@@ -28,6 +28,11 @@ class VitSize:
     hooks: tuple[int, int, int, int]
     out_channels: tuple[int, int, int, int]
 
+    def transformer_args(self) -> dict[str, int]:
+        """The arguments timm's ViT and BEiT constructors take for this shape (16 px patches)."""
+        return {"img_size": self.img_size, "patch_size": PATCH_SIZE, "embed_dim": self.embed_dim,
+                "depth": self.depth, "num_heads": self.num_heads}
+
 
 VIT_LARGE_384 = VitSize(
     img_size=384,
@@ -111,11 +116,5 @@ class VitBackbone(nn.Module):
 
 def build_vit_backbone(size: VitSize) -> VitBackbone:
     """ViT as timm's `vit_large_patch16_384` defines it (at `VIT_LARGE_384`), classifier head included."""
-    model = timm_parts().VisionTransformer(
-        img_size=size.img_size,
-        patch_size=PATCH_SIZE,
-        embed_dim=size.embed_dim,
-        depth=size.depth,
-        num_heads=size.num_heads,
-    )
+    model = timm_parts().VisionTransformer(**size.transformer_args())
     return VitBackbone(model, size)

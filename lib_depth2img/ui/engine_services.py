@@ -23,7 +23,7 @@ from PIL import Image
 from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..checkpoints.discovery import find_depth_checkpoints
 from ..depthmaps.cache import DepthCache
-from ..depthmaps.source import DepthResult, depth_for_image
+from ..depthmaps.source import DepthResult, depth_for_images
 from ..engine import write_demo_checkpoint
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest
 from ..errors import SettingsError, WeightsError
@@ -130,7 +130,7 @@ class EngineServices:
                 # the pipeline's own estimator visit: on CUDA it borrows the GPU and gives it back
                 return visits.enter_context(pipeline.estimator_visit())(args.estimator)
 
-            return depth_for_image(image, args, load_estimator, self.cache, geometry=frame)
+            return depth_for_images([image], args, load_estimator, self.cache, geometry=frame)[0]
 
     def install_depth_model(self, fmt: str = "safetensors", progress: InstallProgress | None = None) -> str:
         return str(download_depth_model(self.models_dir, fmt=fmt, progress=progress))
