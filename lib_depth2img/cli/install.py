@@ -23,6 +23,22 @@ from ..checkpoints import discovery as checkpoints
 from ..checkpoints import download as model_download
 from ..estimators import files as estimator_files
 
+MODEL_DEST_HELP = (
+    f"folder to put it in (default: ${model_download.MODELS_DIR_ENV_VAR}, else the WebUI's "
+    "models/Stable-diffusion when installed as an extension, else models/Stable-diffusion here)"
+)
+MODEL_URL_HELP = (
+    "folder URL to download from, the file name is appended "
+    f"(default: ${model_download.URL_ENV_VAR}, else Hugging Face, honouring $HF_ENDPOINT)"
+)
+ESTIMATOR_DEST_HELP = (
+    "the models folder (default: the WebUI's models folder when installed as an extension, else models/ here)"
+)
+ESTIMATOR_URL_HELP = (
+    f"folder URL holding the file (default: ${model_download.URL_ENV_VAR}, else the official address, "
+    "honouring $HF_ENDPOINT)"
+)
+
 
 def register(subparsers: Any) -> None:
     install = subparsers.add_parser(
@@ -40,14 +56,7 @@ def register(subparsers: Any) -> None:
         default=model_download.DEFAULT_FORMAT,
         help="file format (default: %(default)s; safetensors cannot run code when loaded)",
     )
-    _add_download_flags(
-        install,
-        dest_metavar="DIR",
-        dest_help=f"folder to put it in (default: ${model_download.MODELS_DIR_ENV_VAR}, else the WebUI's "
-        "models/Stable-diffusion when installed as an extension, else models/Stable-diffusion here)",
-        url_help="folder URL to download from, the file name is appended "
-        f"(default: ${model_download.URL_ENV_VAR}, else Hugging Face, honouring $HF_ENDPOINT)",
-    )
+    _add_download_flags(install, "DIR", MODEL_DEST_HELP, MODEL_URL_HELP)
     install.add_argument("--no-yaml", action="store_true", help="do not write the YAML beside the checkpoint")
     install.set_defaults(func=run, install_action="install-model")
 
@@ -66,14 +75,7 @@ def register(subparsers: Any) -> None:
         "estimator", metavar="NAME", choices=sorted(estimator_files.OFFICIAL_DOWNLOADS),
         help=f"one of: {', '.join(sorted(estimator_files.OFFICIAL_DOWNLOADS))}",
     )
-    _add_download_flags(
-        estimator,
-        dest_metavar="MODELS_DIR",
-        dest_help="the models folder (default: the WebUI's models folder when installed as an extension, "
-        "else models/ here)",
-        url_help=f"folder URL holding the file (default: ${model_download.URL_ENV_VAR}, else the official "
-        "address, honouring $HF_ENDPOINT)",
-    )
+    _add_download_flags(estimator, "MODELS_DIR", ESTIMATOR_DEST_HELP, ESTIMATOR_URL_HELP)
     estimator.set_defaults(func=run, install_action="install-estimator")
 
     yaml_cmd = subparsers.add_parser(
@@ -97,7 +99,7 @@ def register(subparsers: Any) -> None:
 
 
 def _add_download_flags(
-    parser: argparse.ArgumentParser, *, dest_metavar: str, dest_help: str, url_help: str
+    parser: argparse.ArgumentParser, dest_metavar: str, dest_help: str, url_help: str
 ) -> None:
     """--dest, --url, --timeout and --quiet: what both downloads take."""
     parser.add_argument("--dest", metavar=dest_metavar, type=Path, default=None, help=dest_help)

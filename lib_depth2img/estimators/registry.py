@@ -105,35 +105,15 @@ def _depth_anything(
 ESTIMATORS: dict[str, EstimatorSpec] = {
     spec.name: spec
     for spec in (
-        EstimatorSpec(
-            name="dpt_hybrid",
-            net_size=384,
-            file_name="dpt_hybrid-midas-501f0c75.pt",
-            timm_model="vit_base_r50_s16_384",
-            build_backbone=vit_hybrid.build_hybrid_backbone,
-            full=vit_hybrid.R50_VIT_BASE_384,
-            tiny=vit_hybrid.HYBRID_TINY,
-        ),
-        EstimatorSpec(
-            name="dpt_large",
-            net_size=384,
-            file_name="dpt_large-midas-2f21e586.pt",
-            timm_model="vit_large_patch16_384",
-            build_backbone=vit.build_vit_backbone,
-            full=vit.VIT_LARGE_384,
-            tiny=vit.VIT_TINY,
-        ),
-        EstimatorSpec(
-            name="dpt_beit_large_512",
-            net_size=512,
-            file_name="dpt_beit_large_512.pt",
-            timm_model="beit_large_patch16_512",
-            build_backbone=beit.build_beit_backbone,
-            full=beit.BEIT_LARGE_512,
-            tiny=beit.BEIT_TINY,
-            derived_key_suffixes=beit.DERIVED_KEY_SUFFIXES,
-            max_net_size=768,  # every block holds a relative-position index of (side/16)^4 entries
-        ),
+        # name, net_size, release file name, timm model, backbone builder, full size, tiny size
+        EstimatorSpec("dpt_hybrid", 384, "dpt_hybrid-midas-501f0c75.pt", "vit_base_r50_s16_384",
+                      vit_hybrid.build_hybrid_backbone, vit_hybrid.R50_VIT_BASE_384, vit_hybrid.HYBRID_TINY),
+        EstimatorSpec("dpt_large", 384, "dpt_large-midas-2f21e586.pt", "vit_large_patch16_384",
+                      vit.build_vit_backbone, vit.VIT_LARGE_384, vit.VIT_TINY),
+        EstimatorSpec("dpt_beit_large_512", 512, "dpt_beit_large_512.pt", "beit_large_patch16_512",
+                      beit.build_beit_backbone, beit.BEIT_LARGE_512, beit.BEIT_TINY,
+                      derived_key_suffixes=beit.DERIVED_KEY_SUFFIXES,
+                      max_net_size=768),  # every block holds a relative-position index of (side/16)^4 entries
         _depth_anything("depth_anything_v2_vits", "depth_anything_v2_vits.pth", depth_anything.V2_SMALL,
                         "vit_small_patch14_dinov2", DEPTH_ANYTHING_V2_INPUT, "Apache-2.0", "depth_anything_v2"),
         _depth_anything("depth_anything_v2_vitb", "depth_anything_v2_vitb.pth", depth_anything.V2_BASE,
@@ -148,7 +128,6 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
                         "vit_large_patch14_dinov2", DEPTH_ANYTHING_V1_INPUT, "Apache-2.0", "depth_anything"),
     )
 }
-
 
 
 def get_spec(name: str) -> EstimatorSpec:
