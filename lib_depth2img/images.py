@@ -1,4 +1,4 @@
-"""Decoding user images (init images and depth maps) safely.
+"""Decoding user images (init images, masks and depth map files) safely.
 
 Images arrive as file paths, raw bytes (uploads), base64 strings (the A1111 API, with or without
 a `data:image/...;base64,` prefix), numpy arrays (gradio) and PIL images. Everything a user can
@@ -24,7 +24,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from .depthmaps.values import normalize_depth
 from .errors import Depth2imgError, ImageError
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | Image.Image
@@ -42,7 +41,6 @@ _LOOKS_LIKE_A_PATH = re.compile(r"^(~|\.{0,2}/|[A-Za-z]:[\\/])|\.[A-Za-z]{2,5}$"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}\s*$")
 _MIN_BASE64_LENGTH = 64  # the smallest PNG is ~70 bytes; shorter strings are meant as paths
 _PILLOW_PIXEL_COUNT = re.compile(r"\((\d+) pixels\)")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -66,7 +64,7 @@ def load_image(
     precision; convert to RGB where an init image is needed. `name` is how messages refer to
     the image (default: the path, or a description of the source).
     """
-    label = name or _describe(source)
+    label = name or describe_source(source)
     if isinstance(source, Image.Image):
         _check_size(source.size, label, max_megapixels)
         _load_pixels(source, label)  # a lazily opened image may still fail here
@@ -93,23 +91,6 @@ def load_base64_image(
     Strictly base64: the string is never taken as a file name, which is what an HTTP API needs.
     """
     return _decode(_base64_bytes(encoded, name), name, max_megapixels)
-
-
-def load_depth_map(
-    source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, name: str | None = None
-) -> np.ndarray:
-    """A user's depth map as float32 H x W in [0, 1] (white = 1 = near), at full bit depth.
-
-    8-bit maps are divided by 255, 16-bit ones (`I;16`, or `I` holding 0..65535) by 65535;
-    colour maps use their luma (ITU-R 601, computed in float so no 8-bit rounding is added) and
-    ignore alpha; palette maps use their palette colours. Float (`F`) maps already inside [0, 1]
-    are kept; other float or 32-bit integer maps are stretched from their own min..max
-    (`depthmaps.values.normalize_depth`), since their scale has no fixed meaning. 16-bit-per-channel
-    colour PNGs reach us as 8-bit (Pillow reduces them); save 16-bit depth as grayscale.
-    """
-    label = name or _describe(source, default="the depth map")
-    image = load_image(source, max_megapixels=max_megapixels, name=label)
-    return _depth_values(image, label)
 
 
 def make_output_folder(folder: str | os.PathLike) -> Path:
@@ -143,34 +124,6 @@ def save_atomically(
         if isinstance(error, OSError):
             raise Depth2imgError(f"cannot write {path}: {error.strerror or error}.") from None
         raise
-
-
-def _depth_values(image: Image.Image, label: str) -> np.ndarray:
-    mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES:
-        return (np.asarray(image, dtype=np.float32) / 65535.0).astype(np.float32)
-    if mode == "I":
-        values = np.asarray(image, dtype=np.int64)
-        if values.min() >= 0 and values.max() <= 65535:
-            return (values / 65535.0).astype(np.float32)
-        return normalize_depth(values)
-    if mode == "F":
-        values = np.asarray(image, dtype=np.float32)
-        if not np.isfinite(values).all():
-            raise ImageError(
-                f"{label}: the float depth map contains NaN or infinite values (a Z pass "
-                "background?); replace them with the farthest depth and save it again."
-            )
-        if values.min() >= 0.0 and values.max() <= 1.0:
-            return values.copy()
-        return normalize_depth(values)
-    if mode == "1":
-        return np.asarray(image, dtype=np.float32)  # bilevel: 0 or 1 already
-    if mode in ("L", "LA", "La"):
-        return np.asarray(image.getchannel(0), dtype=np.float32) / np.float32(255.0)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(luma / np.float32(255.0), 0.0, 1.0).astype(np.float32)
 
 
 def _decode(stream: io.IOBase, label: str, max_megapixels: float) -> Image.Image:
@@ -261,7 +214,7 @@ def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
     )
 
 
-def _describe(source: object, default: str = "the image") -> str:
+def describe_source(source: object, default: str = "the image") -> str:
     """How messages name an image that was given without a name."""
     if isinstance(source, np.ndarray):
         return f"{default} array"

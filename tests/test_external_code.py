@@ -12,7 +12,7 @@ from webui_stub.harness import gradient
 
 from lib_depth2img import external_code as depth2img
 from lib_depth2img.errors import SettingsError
-from lib_depth2img.images import load_depth_map
+from lib_depth2img.depthmaps.values import load_depth_map
 
 webui, started = harness.webui, harness.started  # pytest fixtures
 

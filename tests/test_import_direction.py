@@ -114,5 +114,38 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     ]
 
 
+CORE_FLOW = ("errors", "compat", "settings", "images", "checkpoints", "estimators", "depthmaps", "infotext")
+"""The core's packages in the order of the flow: each may import only those before it (and itself)."""
+
+
+def _upstream_violations(path: Path, root: Path = PACKAGE_ROOT) -> list[str]:
+    """Core modules `path` imports that come later in `CORE_FLOW` than its own package."""
+    name = _module_name(path, root)
+    if name == "lib_depth2img":  # the package's own __init__: its version only
+        return []
+    own = CORE_FLOW.index(name.split(".")[1])  # a new core package must take its place in the flow
+    later = tuple(f"lib_depth2img.{package}" for package in CORE_FLOW[own + 1:])
+    return sorted(module for module in _imported_modules(path, root) if _is_under(module, later))
+
+
+CORE_SOURCES = [path for path in SOURCES if _layer(_module_name(path)) == "core"]
+
+
+@pytest.mark.parametrize("path", CORE_SOURCES, ids=lambda path: str(path.relative_to(PACKAGE_ROOT)))
+def test_core_follows_the_flow(path: Path) -> None:
+    assert _upstream_violations(path) == [], f"{_module_name(path)} imports a later stage of the flow"
+
+
+def test_the_flow_check_sees_a_violation(tmp_path: Path) -> None:
+    """images decoding must not reach forward into depthmaps (it once did, for one function)."""
+    fake_root = tmp_path / "lib_depth2img"
+    fake_root.mkdir()
+    bad = fake_root / "images.py"
+    bad.write_text("from .depthmaps.values import normalize_depth\nfrom .errors import ImageError\n")
+    assert _upstream_violations(bad, fake_root) == [
+        "lib_depth2img.depthmaps.values", "lib_depth2img.depthmaps.values.normalize_depth",
+    ]
+
+
 def test_every_source_is_checked() -> None:
     assert {path.parent.name for path in SOURCES} >= {"estimators", "depthmaps", "checkpoints", *HOSTS}

@@ -19,11 +19,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SettingsError
-from ..images import load_depth_map
 from ..settings import Depth2imgArgs
 from .cache import DepthCache, DepthKey, depth_key
 from .geometry import Geometry, fit_image, fit_map
-from .values import apply_adjustments, normalize_depth
+from .values import apply_adjustments, load_depth_map, normalize_depth
 
 if TYPE_CHECKING:
     from ..estimators import DepthEstimator

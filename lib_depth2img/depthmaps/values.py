@@ -1,4 +1,4 @@
-"""Depth-map handling: normalisation, adjustments, preview images and conditioning.
+"""Depth-map handling: reading your own map, normalisation, adjustments, preview images and conditioning.
 
 Everything works on float32 arrays, H x W; a *normalised* map lies in [0, 1] with 0 = far and
 1 = near (white = near, as MiDaS and the depth model see it). Nothing is rounded to 8 bits
@@ -15,12 +15,63 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import ImageError
+from ..images import DEFAULT_MAX_MEGAPIXELS, ImageSource, describe_source, load_image
 from ..settings import DepthAdjustments
 
 CONDITIONING_EPSILON = 0.001
 """The `+ 0.001` in the training-time normalisation of `LatentDepth2ImageDiffusion`."""
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _GAUSSIAN_TRUNCATE = 3.0  # kernel reaches 3 sigma each side, like scipy's default 4 but cheaper
+
+
+# -- reading your own depth map --------------------------------------------------------------------
+
+
+def load_depth_map(
+    source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, name: str | None = None
+) -> np.ndarray:
+    """A user's depth map as float32 H x W in [0, 1] (white = 1 = near), at full bit depth.
+
+    8-bit maps are divided by 255, 16-bit ones (`I;16`, or `I` holding 0..65535) by 65535;
+    colour maps use their luma (ITU-R 601, computed in float so no 8-bit rounding is added) and
+    ignore alpha; palette maps use their palette colours. Float (`F`) maps already inside [0, 1]
+    are kept; other float or 32-bit integer maps are stretched from their own min..max
+    (`normalize_depth`), since their scale has no fixed meaning. 16-bit-per-channel
+    colour PNGs reach us as 8-bit (Pillow reduces them); save 16-bit depth as grayscale.
+    """
+    label = name or describe_source(source, default="the depth map")
+    image = load_image(source, max_megapixels=max_megapixels, name=label)
+    return _depth_values(image, label)
+
+
+def _depth_values(image: Image.Image, label: str) -> np.ndarray:
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return (np.asarray(image, dtype=np.float32) / 65535.0).astype(np.float32)
+    if mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        if values.min() >= 0 and values.max() <= 65535:
+            return (values / 65535.0).astype(np.float32)
+        return normalize_depth(values)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise ImageError(
+                f"{label}: the float depth map contains NaN or infinite values (a Z pass "
+                "background?); replace them with the farthest depth and save it again."
+            )
+        if values.min() >= 0.0 and values.max() <= 1.0:
+            return values.copy()
+        return normalize_depth(values)
+    if mode == "1":
+        return np.asarray(image, dtype=np.float32)  # bilevel: 0 or 1 already
+    if mode in ("L", "LA", "La"):
+        return np.asarray(image.getchannel(0), dtype=np.float32) / np.float32(255.0)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(luma / np.float32(255.0), 0.0, 1.0).astype(np.float32)
 
 
 # -- normalisation ---------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def keep_undecodable_uploads(preprocess: Callable[[Any], Any]) -> Callable[[Any]
     """An image upload's preprocessing that hands an undecodable file on as it came.
 
     gradio raises inside its own preprocessing when an upload is not a readable image, and the
-    user sees a bare "Error". Passed on, the file reaches `images.load_depth_map`, whose
+    user sees a bare "Error". Passed on, the file reaches `depthmaps.values.load_depth_map`, whose
     `ImageError` says what is wrong, in the status line for a preview and for a job alike.
     (Wrapped on the instance: a gr.Image subclass would make gradio 4 write a .pyi stub.)
     """
