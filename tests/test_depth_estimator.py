@@ -65,26 +65,6 @@ def test_estimate_is_deterministic(estimator):
     np.testing.assert_array_equal(estimator.estimate(photo()), estimator.estimate(photo()))
 
 
-def test_identical_images_of_a_batch_are_estimated_once(estimator):
-    single = estimator.estimate(photo())
-    batches = count_forwards(estimator)
-    depths = estimator.estimate_batch([photo(), photo(), photo(), photo()])
-    assert batches == [1]
-    for depth in depths:
-        np.testing.assert_array_equal(depth, single)
-    depths[0][0, 0] = -1  # each caller owns its array
-    assert depths[1][0, 0] != -1
-
-
-def test_images_of_one_network_size_run_as_one_batch(estimator):
-    images = [photo(seed=1), photo(seed=2), photo(width=48, height=80), photo(seed=3)]
-    batches = count_forwards(estimator)
-    depths = estimator.estimate_batch(images)
-    assert sorted(batches) == [1, 3]
-    for image, depth in zip(images, depths):
-        np.testing.assert_allclose(depth, estimator.estimate(image), rtol=1e-4, atol=1e-5)
-
-
 def test_net_size_can_be_overridden_and_is_checked(estimator):
     batches = []
     estimator.model.register_forward_pre_hook(lambda module, args: batches.append(tuple(args[0].shape[-2:])))

@@ -34,13 +34,13 @@ def image_bytes(processed: processing.Processed) -> list[bytes]:
 def midas_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the images the real (tiny) estimator runs on."""
     calls: list[int] = []
-    original = DepthEstimator.estimate_batch
+    original = DepthEstimator.estimate
 
-    def counting(self, images, net_size=None, progress=None):
-        calls.append(len(images))
-        return original(self, images, net_size, progress)
+    def counting(self, image, net_size=None, progress=None):
+        calls.append(1)
+        return original(self, image, net_size, progress)
 
-    monkeypatch.setattr(DepthEstimator, "estimate_batch", counting)
+    monkeypatch.setattr(DepthEstimator, "estimate", counting)
     return calls
 
 

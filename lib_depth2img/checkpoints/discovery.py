@@ -167,9 +167,7 @@ def find_depth_checkpoints(
     """Checkpoints (`.ckpt`, `.safetensors`) under `folders`, searched recursively like A1111.
 
     Returns the depth checkpoints (by the state-dict key test), "depth"-named ones first, then
-    natural path order. With `include_others=True` every other checkpoint follows (also
-    "depth"-named first): use that for a dropdown; use the default to pick a depth model.
-    Missing folders are skipped; a file reached through two folders is listed once.
+    natural path order. Missing folders are skipped; a file reached through two folders is listed once.
     """
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]

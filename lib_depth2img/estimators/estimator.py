@@ -13,7 +13,6 @@ from torch import nn
 from lib_depth2img.errors import SettingsError
 from lib_depth2img.estimators.preprocess import (
     image_to_rgb_array,
-    net_input_size,
     to_depth_map,
     to_network_input,
 )
@@ -24,7 +23,6 @@ from lib_depth2img.estimators.weights import (
     load_depth_state_dict,
     weights_id,
 )
-from lib_depth2img.images import pixel_digest
 
 log = logging.getLogger(__name__)
 
@@ -94,45 +92,22 @@ class DepthEstimator:
         self.model.to(device)
         return self
 
+    @torch.inference_mode()
     def estimate(
         self, image: Image.Image, net_size: int | None = None, progress: Progress | None = None
     ) -> np.ndarray:
-        """Depth map of one image; `net_size` overrides the side the preprocessing aims for."""
-        return self.estimate_batch([image], net_size, progress)[0]
+        """Depth map of one image, at its size; `net_size` overrides the side the preprocessing aims for.
 
-    @torch.inference_mode()
-    def estimate_batch(
-        self, images: list[Image.Image], net_size: int | None = None, progress: Progress | None = None
-    ) -> list[np.ndarray]:
-        """Depth maps of several images, in order.
-
-        Identical images are estimated once (A1111 hands over copies of one init image per batch
-        item); images that reach the network at the same size run as one batch. `progress(done,
-        total)` is called after each transformer block; an exception it raises (a host's
-        interrupt) stops the estimate.
+        Copies of one image are found before this (`depthmaps.source`), so each call is one forward.
+        `progress(done, total)` is called after each transformer block; an exception it raises (a
+        host's interrupt) stops the estimate.
         """
         net_size = self.checked_net_size(net_size)
         rule = self.spec.input_rule
-        # One image (the depth source's call, which has already found its copies) needs no hashing.
-        keys = [pixel_digest(image) for image in images] if len(images) > 1 else [""]
-        unique = {key: image_to_rgb_array(image) for key, image in zip(keys, images)}
-        by_input_size: dict[tuple[int, int], list[str]] = {}
-        for key, array in unique.items():
-            size = net_input_size(array.shape[1], array.shape[0], net_size, rule)
-            by_input_size.setdefault(size, []).append(key)
-        depth_by_key = {}
-        with _reporting_blocks(self.model, len(by_input_size), progress):
-            for group in by_input_size.values():
-                batch = torch.cat(
-                    [to_network_input(unique[key], net_size, self.device, self.dtype, rule) for key in group]
-                )
-                for key, prediction in zip(group, self.model(batch)):
-                    depth_by_key[key] = to_depth_map(prediction, *unique[key].shape[:2], rule)
-        results, returned = [], set()
-        for key in keys:  # every caller gets its own array, also for repeated images
-            results.append(depth_by_key[key].copy() if key in returned else depth_by_key[key])
-            returned.add(key)
-        return results
+        array = image_to_rgb_array(image)
+        with _reporting_blocks(self.model, progress):
+            prediction = self.model(to_network_input(array, net_size, self.device, self.dtype, rule))[0]
+        return to_depth_map(prediction, *array.shape[:2], rule)
 
     def checked_net_size(self, net_size: int | None) -> int:
         """The side to aim for: `net_size`, or the estimator's own for None or 0; SettingsError
@@ -156,13 +131,13 @@ class DepthEstimator:
 
 
 @contextlib.contextmanager
-def _reporting_blocks(model: nn.Module, forwards: int, progress: Progress | None) -> Iterator[None]:
-    """Call `progress` after each transformer block of `model` during the next `forwards` passes."""
+def _reporting_blocks(model: nn.Module, progress: Progress | None) -> Iterator[None]:
+    """Call `progress` after each transformer block of `model` during the next forward pass."""
     blocks = _transformer_blocks(model) if progress is not None else []
     if not blocks:
         yield
         return
-    total = len(blocks) * forwards
+    total = len(blocks)
     done = 0
 
     def after_block(*_: object) -> None:
