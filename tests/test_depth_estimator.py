@@ -42,13 +42,6 @@ def photo(width: int = 80, height: int = 48, seed: int = 0) -> Image.Image:
     return Image.fromarray((np.clip(scene + noise, 0, 1) * 255).astype(np.uint8))
 
 
-def count_forwards(estimator: DepthEstimator) -> list[int]:
-    """Batch sizes of the network calls the estimator makes from now on."""
-    batches = []
-    estimator.model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
-    return batches
-
-
 @pytest.mark.parametrize("size", [(80, 48), (33, 97), (64, 64), (1, 1)])
 def test_depth_map_has_the_image_size_and_is_float32_non_negative_and_finite(estimator, size):
     depth = estimator.estimate(photo(*size))
