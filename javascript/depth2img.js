@@ -42,32 +42,3 @@ function depth2imgSelectedTab(tabsId) {
     const selected = Array.from(nav.querySelectorAll("button")).findIndex((b) => b.classList.contains("selected"));
     return Math.max(selected, 0);
 }
-
-/**
- * Show each control's hint (from Depth2imgArgs.specs(), sent by the panel in a hidden
- * `depth2img_<tab>_hints` element) as its tooltip, as A1111 does for its own controls.
- * Runs again after UI updates, for controls rendered late; keeps titles already set.
- */
-function depth2imgApplyHints() {
-    if (!depth2imgApplyHints.hints) {
-        if (!window.gradio_config) return;
-        depth2imgApplyHints.hints = [];
-        for (const component of window.gradio_config.components) {
-            const props = component.props || {};
-            if (/^depth2img_.+_hints$/.test(props.elem_id || "")) {
-                depth2imgApplyHints.hints.push(...Object.entries(JSON.parse(props.value || "{}")));
-            }
-        }
-    }
-    const root = typeof gradioApp === "function" ? gradioApp() : document;
-    for (const [elemId, hint] of depth2imgApplyHints.hints) {
-        const element = root.getElementById(elemId);
-        if (element && !element.title) element.title = hint;
-    }
-}
-
-if (typeof onAfterUiUpdate === "function") {
-    onAfterUiUpdate(depth2imgApplyHints);
-} else {
-    new MutationObserver(depth2imgApplyHints).observe(document.documentElement, {childList: true, subtree: true});
-}

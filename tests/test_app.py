@@ -124,7 +124,8 @@ def test_app_builds_around_the_shared_panel_with_its_script_and_style(app: Depth
     assert app.panel.controls["checkpoint"].value == DEMO_CHECKPOINT_NAME
     assert config["css"].startswith(app_module.PANEL_STYLE.read_text())
     scripts = page_scripts(app.blocks)
-    assert any("depth2imgApplyHints" in script and "createElement('script')" in script for script in scripts)
+    assert any("function depth2imgPreviewInputs" in script and "createElement('script')" in script
+               for script in scripts)
 
 
 def test_the_demo_checkpoint_is_announced_on_the_page(app: DepthApp) -> None:

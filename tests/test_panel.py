@@ -1,4 +1,4 @@
-"""The gradio panel (gradio 5 here; 3.41 and 4.40 in test_panel_gradio_versions): layout from the specs,
+"""The gradio panel (gradio 5 here; 3.41 and 4.40 in test_gradio_hosts): layout and hints from the specs,
 preview, refresh, install, browser side."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pytest
+import webui_stub  # noqa: F401  (first: A1111's `modules`, for its gradio patch)
+from modules import gradio_extensons
 from PIL import Image
 from support.gradio_events import choice_values, event_of, page_scripts, upload
 
@@ -214,12 +216,32 @@ def test_infotext_fields_cover_every_setting_with_a_key():
     assert keys == expected
 
 
-def test_hints_reach_the_browser_through_the_hidden_element():
+HINTED = [name for name, spec in Depth2imgArgs.specs() if spec.hint]
+
+
+def test_in_plain_gradio_hints_are_info_text_and_a_caption_under_the_upload():
     demo, panel, _ = build()
-    carrier = next(block for block in demo.blocks.values() if block.elem_id == "depth2img_img2img_hints")
-    assert not carrier.visible and json.loads(carrier.value) == panel.hints
-    assert panel.hints["depth2img_img2img_gamma"] == Depth2imgArgs.spec("gamma").hint
-    assert "depth2img_img2img_preview" in panel.hints
+    for name in HINTED:
+        if name != "depth_image":
+            assert panel.controls[name].info == Depth2imgArgs.spec(name).hint, name
+    captions = [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+    assert len(captions) == 1 and Depth2imgArgs.spec("depth_image").hint in captions[0]
+    buttons = [panel.preview_button, panel.refresh_button, panel.install_button, panel.depth_file]
+    assert not any(getattr(part, "info", None) for part in buttons)  # their labels say what they do
+
+
+def test_a_webui_host_shows_every_hint_as_a_tooltip(monkeypatch):
+    """A1111 and Forge take `tooltip=` on any component and make it the element's title."""
+    gradio_extensons.patch(monkeypatch)
+    demo, panel, _ = build(widgets=HostWidgets(input_accordion=InputAccordion, tooltips=True))
+    for name in HINTED:
+        assert panel.controls[name].webui_tooltip == Depth2imgArgs.spec(name).hint, name
+        assert not getattr(panel.controls[name], "info", None), name
+    assert "Estimate the depth map" in panel.preview_button.webui_tooltip
+    assert "5.7 GB" in panel.install_button.webui_tooltip and "16-bit" in panel.depth_file.webui_tooltip
+    props = {c["props"].get("elem_id"): c["props"] for c in demo.get_config_file()["components"]}
+    assert props["depth2img_img2img_gamma"]["webui_tooltip"] == Depth2imgArgs.spec("gamma").hint
+    assert not any(isinstance(block, gr.Markdown) for block in demo.blocks.values())
 
 
 def test_without_a_depth_checkpoint_the_install_button_and_the_message_show():
@@ -412,7 +434,7 @@ def test_the_install_estimator_button_follows_the_chosen_estimator_and_installs_
 
 def test_the_estimator_hint_names_the_licences():
     _, panel, _ = build()
-    hint = panel.hints["depth2img_img2img_estimator"]
+    hint = panel.controls["estimator"].info
     assert "Apache-2.0" in hint and "CC-BY-NC-4.0, non-commercial" in hint
 
 
@@ -421,33 +443,23 @@ def test_the_estimator_hint_names_the_licences():
 NODE_HARNESS = """
 const vm = require("vm");
 const selected = (on) => ({classList: {contains: (name) => on && name === "selected"}});
-const titled = {};
-global.window = {gradio_config: {components: [
-    {props: {elem_id: "depth2img_img2img_hints", value: JSON.stringify({depth2img_img2img_gamma: "hint"})}},
-    {props: {elem_id: "other"}}]}};
 global.document = {
     querySelector: (css) => css === "#mode_img2img .tab-nav"
         ? {querySelectorAll: () => [selected(false), selected(false), selected(true)]} : null,
-    getElementById: (id) => (id === "depth2img_img2img_gamma" ? titled : null),
-    documentElement: {},
 };
-global.MutationObserver = class { observe() {} };
 vm.runInThisContext(require("fs").readFileSync(process.argv[1], "utf8"));
-depth2imgApplyHints();
 console.log(JSON.stringify({
     img2img: depth2imgPreviewInputs(["mode_img2img"], 3, 6, "p", "img2img", ["", 0, "a", "b", "c", "x", "o1", "o2"]),
     noTabs: depth2imgPreviewInputs(["missing_tabs"], 2, 5, "p", "img2img", ["", 7, "a", "b", "x", "output"]),
-    title: titled.title,
 }));
 """
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run javascript/depth2img.js")
-def test_browser_side_sends_only_the_active_image_and_sets_hints():
+def test_browser_side_sends_only_the_active_image():
     run = subprocess.run(["node", "-e", NODE_HARNESS, str(JS_FILE)], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {
         "img2img": ["", 2, None, None, "c", "x"],
         "noTabs": ["", 0, "a", None, "x"],
-        "title": "hint",
     }

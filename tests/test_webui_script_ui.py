@@ -28,6 +28,16 @@ def test_ui_returns_the_settings_controls_in_args_order(started):
         assert [c.value for c in script.controls] == [Depth2imgArgs.defaults()[name] for name in FIELDS]
 
 
+def test_the_settings_hints_are_a1111_tooltips(started):
+    """A1111 pops `tooltip=` into the component's config; its hints.js makes it the title."""
+    for is_img2img in (True, False):
+        script = started.script(is_img2img)
+        for name, control in zip(FIELDS, script.controls):
+            assert getattr(control, "webui_tooltip", None) == (Depth2imgArgs.spec(name).hint or None), name
+        preview_button = script.preview_wiring.panel.preview_button
+        assert "Estimate the depth map" in preview_button.webui_tooltip
+
+
 @pytest.mark.parametrize("controls_first", [True, False])
 def test_preview_reads_every_control_of_the_tab_in_either_page_order(webui, controls_first):
     """A1111's default page creates the size and inpaint controls before the scripts; a reordered

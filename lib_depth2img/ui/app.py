@@ -348,12 +348,10 @@ def _always_enabled_accordion(value: bool, *, label: str, elem_id: str) -> Itera
 
 def _script_loader(script: str) -> str:
     """Browser code, run once the page is up, that adds the panel's script as a global <script>
-    (gradio 3.41 has no option for page scripts; A1111 adds its javascript/ files to the page too).
-    The page is already drawn then, so the hints are applied at once instead of at the next change."""
+    (gradio 3.41 has no option for page scripts; A1111 adds its javascript/ files to the page too)."""
     return (
         "() => { const script = document.createElement('script'); "
-        f"script.textContent = {json.dumps(script)}; document.head.appendChild(script); "
-        "depth2imgApplyHints(); }"
+        f"script.textContent = {json.dumps(script)}; document.head.appendChild(script); }}"
     )
 
 

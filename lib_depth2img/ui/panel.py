@@ -3,13 +3,14 @@
 Every control is built from `Depth2imgArgs.specs()` (label, bounds, step, hint), so the panel
 never repeats a setting. The panel knows no host: a host passes its services, its image
 component(s) and, if it has them, its own layout classes (A1111's `InputAccordion`,
-`ToolButton`, `FormRow`). Runs on gradio 3.41 (A1111 v1.10), 4.40 (Forge) and 5 (the standalone
-app); it never tests a host's layout objects with isinstance (Forge's `InputAccordion` is a factory).
+`ToolButton`, `FormRow`) and whether it shows `tooltip=` hints. Runs on gradio 3.41 (A1111
+v1.10), 4.40 (Forge) and 5 (the standalone app); it never tests a host's layout objects with
+isinstance (Forge's `InputAccordion` is a factory).
 
 Wiring a host (A1111 adapter, from `Script.ui(is_img2img)`)::
 
     panel = build_panel("img2img" if is_img2img else "txt2img", depth_service,
-                        widgets=HostWidgets(InputAccordion, ToolButton, FormRow))
+                        widgets=HostWidgets(InputAccordion, ToolButton, FormRow, tooltips=True))
     wire_preview(panel, PreviewSource(
         images=[img2img_image, img2img_sketch, img2maskimg, inpaint_sketch, img_inpaint_base],
         tabs=["mode_img2img", "img2img_tabs_resize"],   # the selected numbers go to `read`
@@ -28,6 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import html
+import inspect
 import json
 import logging
 import tempfile
@@ -83,6 +85,11 @@ class HostWidgets:
     input_accordion: Callable[..., Any] | None = None
     tool_button: Callable[..., Any] | None = None
     form_row: Callable[..., Any] = gr.Row
+    tooltips: bool = False
+    """True where the host turns a `tooltip=` keyword of any component into the element's title
+    (A1111's `modules/gradio_extensons.py`, Forge's `gradio_extensions.py`). Plain gradio has no
+    tooltips: a hint is the `info=` text under a control's label, a caption under a setting that
+    takes no `info=` (the depth map upload); the buttons, whose labels say what they do, go without."""
 
 
 GeometryReader = Callable[[Sequence[int], Sequence[Any], Mapping[str, Any]], "tuple[Any, GeometryRequest | None]"]
@@ -122,8 +129,6 @@ class DepthPanel:
     preview_image: Any
     depth_file: Any
     status: Any
-    hints: dict[str, str]
-    """Tooltip per elem_id, applied in the browser by javascript/depth2img.js."""
     task_id: Any
     """Hidden: the browser puts an A1111 task id here, under which the preview shows its progress."""
     services: DepthServices
@@ -223,7 +228,6 @@ class _PanelBuilder:
         self.services = services
         self.widgets = widgets
         self.controls: dict[str, Any] = {}
-        self.hints: dict[str, str] = {}
         self.defaults = Depth2imgArgs.defaults()
 
     def elem_id(self, name: str) -> str:
@@ -236,20 +240,21 @@ class _PanelBuilder:
         with self.accordion(), gr.Column(elem_classes=["depth2img-panel"]):
             with self.widgets.form_row(elem_classes=["depth2img-row"]):
                 self.dropdown("checkpoint", checkpoints)
-                refresh_button = self.tool_button(REFRESH_SYMBOL, "refresh")
-                install_button = gr.Button(
-                    "Install depth model", visible=not checkpoints, elem_id=self.elem_id("install"),
+                refresh_button = self.button(
+                    REFRESH_SYMBOL, "refresh", self.widgets.tool_button or gr.Button,
+                    elem_classes=["depth2img-tool"],
+                )
+                install_button = self.button(
+                    "Install depth model", "install", visible=not checkpoints,
                     elem_classes=["depth2img-install"],
                 )
-                self.hint("install", _BUTTON_HINTS["install"])
             with self.widgets.form_row(elem_classes=["depth2img-row"]):
                 self.dropdown("estimator", self.services.estimator_choices())
-                install_estimator_button = gr.Button(
-                    "Install estimator",
+                install_estimator_button = self.button(
+                    "Install estimator", "install_estimator",
                     visible=self.defaults["estimator"] in self.services.installable_estimators(),
-                    elem_id=self.elem_id("install_estimator"), elem_classes=["depth2img-install"],
+                    elem_classes=["depth2img-install"],
                 )
-                self.hint("install_estimator", _BUTTON_HINTS["install_estimator"])
                 self.slider("net_size")
             with gr.Row(elem_classes=["depth2img-images"]):
                 with gr.Column():
@@ -262,12 +267,9 @@ class _PanelBuilder:
                     depth_file = gr.File(
                         label="16-bit PNG", interactive=False, elem_id=self.elem_id("depth_file"),
                         elem_classes=["depth2img-file"],
+                        **self.hint_options(gr.File, _BUTTON_HINTS["depth_file"]),
                     )
-                    self.hint("depth_file", _BUTTON_HINTS["depth_file"])
-            preview_button = gr.Button(
-                "Show depth map", elem_id=self.elem_id("preview"), elem_classes=["depth2img-preview"]
-            )
-            self.hint("preview", _BUTTON_HINTS["preview"])
+            preview_button = self.button("Show depth map", "preview", elem_classes=["depth2img-preview"])
             self.textbox("depth_folder", visible=show_depth_folder)
             with self.widgets.form_row(elem_classes=["depth2img-row"]):
                 self.checkbox("invert")
@@ -283,11 +285,10 @@ class _PanelBuilder:
                 _status_html(NO_CHECKPOINT_MESSAGE, error=True) if not checkpoints else "",
                 elem_id=self.elem_id("status"),
             )
-            gr.HTML(json.dumps(self.hints), visible=False, elem_id=self.elem_id("hints"))
             task_id = gr.Textbox(value="", visible=False, elem_id=self.elem_id("task_id"))
         return DepthPanel(
             self.tab, self.controls, refresh_button, install_button, install_estimator_button, preview_button,
-            preview_image, depth_file, status, self.hints, task_id, self.services,
+            preview_image, depth_file, status, task_id, self.services,
         )
 
     @contextlib.contextmanager
@@ -307,14 +308,21 @@ class _PanelBuilder:
 
     def setting(self, name: str, make: Callable[..., Any], **options: Any) -> Any:
         spec = Depth2imgArgs.spec(name)
-        component = make(label=spec.label, elem_id=self.elem_id(name), **options)
+        hint = self.hint_options(make, spec.hint)
+        component = make(label=spec.label, elem_id=self.elem_id(name), **hint, **options)
         self.controls[name] = component
-        self.hint(name, spec.hint)
+        if spec.hint and not hint:  # plain gradio, a component without info=: say it below
+            gr.Markdown(spec.hint, visible=options.get("visible", True), elem_classes=["depth2img-caption"])
         return component
 
-    def hint(self, name: str, text: str) -> None:
-        if text:
-            self.hints[self.elem_id(name)] = text
+    def hint_options(self, make: Callable[..., Any], text: str) -> dict[str, str]:
+        """The keyword that carries a hint into `make`: the host's tooltip, else gradio's `info`
+        where `make` takes it; none for an empty hint."""
+        if not text:
+            return {}
+        if self.widgets.tooltips:
+            return {"tooltip": text}
+        return {"info": text} if "info" in inspect.signature(make).parameters else {}
 
     def checkbox(self, name: str) -> Any:
         return self.setting(name, gr.Checkbox, value=self.defaults[name])
@@ -340,11 +348,9 @@ class _PanelBuilder:
         upload.preprocess = keep_undecodable_uploads(upload.preprocess)
         return upload
 
-    def tool_button(self, symbol: str, name: str) -> Any:
-        make = self.widgets.tool_button or gr.Button
-        button = make(symbol, elem_id=self.elem_id(name), elem_classes=["depth2img-tool"])
-        self.hint(name, _BUTTON_HINTS[name])
-        return button
+    def button(self, value: str, name: str, make: Callable[..., Any] = gr.Button, **options: Any) -> Any:
+        hint = self.hint_options(make, _BUTTON_HINTS[name])
+        return make(value, elem_id=self.elem_id(name), **hint, **options)
 
     # -- events ------------------------------------------------------------------------------
 

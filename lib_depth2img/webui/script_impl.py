@@ -82,7 +82,7 @@ def build_ui(script: Any, is_img2img: bool) -> list[Any]:
 
     panel = build_panel(
         "img2img" if is_img2img else "txt2img", depth_service,
-        widgets=HostWidgets(InputAccordion, ToolButton, FormRow),
+        widgets=HostWidgets(InputAccordion, ToolButton, FormRow, tooltips=True),
     )
     _preview_wiring(script, is_img2img).attach(panel)
     panel.controls["estimator"].value = settings.value(settings.ESTIMATOR)

@@ -170,9 +170,9 @@ def test_preview_own_depth_map_and_generate_in_the_browser(
     url, outputs, models = app_server
     playwright.expect(page.get_by_text(DEMO_BANNER)).to_be_visible()
     assert (models / DEMO_CHECKPOINT_NAME).is_file()
-    # javascript/depth2img.js ran: the settings' hints are tooltips
-    gamma_hint = Depth2imgArgs.spec("gamma").hint
-    playwright.expect(page.locator("#depth2img_panel_gamma")).to_have_attribute("title", gamma_hint)
+    # no tooltips in plain gradio: a setting's hint is the info text under its label, or a caption
+    playwright.expect(page.locator("#depth2img_panel_gamma")).to_contain_text(Depth2imgArgs.spec("gamma").hint)
+    playwright.expect(page.get_by_text(Depth2imgArgs.spec("depth_image").hint)).to_be_visible()
 
     page.set_input_files("#depth2img_app_init_image input[type=file]", str(_picture(tmp_path)))
     _loaded_img(page, "#depth2img_app_init_image")

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib_depth2img.settings import Depth2imgArgs
+
 LAUNCH_FLAGS = (
     "--skip-prepare-environment", "--skip-torch-cuda-test", "--skip-version-check",
     "--skip-python-version-check", "--use-cpu", "all", "--no-half", "--precision", "full",
@@ -204,6 +206,8 @@ def extension_installed(webui: Path, repo: Path = REPO, kind: WebUIKind = A1111)
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+TITLED_SETTINGS = ("gamma", "depth_image")
+"""Settings (a slider, an image upload) whose hint the WebUI's hints.js must show as the title."""
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
 
@@ -211,8 +215,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 def show_depth_map_in_chromium(server: Server, picture: Path, screenshots: Path, name: str) -> str:
     """In the WebUI's img2img tab (A1111 or Forge): upload `picture`, open Depth2img, press Show
     depth map; returns the status line. Keeps `<name>.png` (the page) and `preview.png` in
-    `screenshots` for a person to look at, and checks that the preview ran as a WebUI task
-    whose progress bar ends and gives Generate back."""
+    `screenshots` for a person to look at, and checks that the settings' hints are their titles
+    (the panel's `tooltip=`, set by the WebUI's hints.js) and that the preview ran as a WebUI
+    task whose progress bar ends and gives Generate back."""
     import pytest
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -226,6 +231,10 @@ def show_depth_map_in_chromium(server: Server, picture: Path, screenshots: Path,
             page.locator("#tabs button", has_text="img2img").first.click()
             page.set_input_files("#img2img_image input[type=file]", str(picture))
             page.locator("#depth2img_img2img .label-wrap").first.click()
+            for setting in TITLED_SETTINGS:
+                sync_api.expect(page.locator(f"#depth2img_img2img_{setting}")).to_have_attribute(
+                    "title", Depth2imgArgs.spec(setting).hint
+                )
             page.click("#depth2img_img2img_preview")
             preview = page.locator("#depth2img_img2img_preview_image img")
             preview.or_(page.locator(".depth2img-status-error")).first.wait_for(timeout=JOB_TIMEOUT * 1000)

@@ -19,7 +19,10 @@ import pytest
 import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from modules import call_queue, errors, images, processing, script_callbacks, script_loading, scripts, sd_models, shared
+from modules import (
+    call_queue, errors, gradio_extensons, images, processing, script_callbacks, script_loading, scripts,
+    sd_models, shared,
+)
 from modules.api.api import Api
 from PIL import Image
 from safetensors.torch import save_file
@@ -234,7 +237,9 @@ class WebUI:
 
 @pytest.fixture
 def webui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WebUI:
-    """A fresh stub WebUI (nothing started yet: call `.start()`); depth2img's caches emptied."""
+    """A fresh stub WebUI (nothing started yet: call `.start()`); depth2img's caches emptied, gradio
+    patched as A1111 patches it (components take `tooltip=`)."""
+    gradio_extensons.patch(monkeypatch)
     shared.reset()
     sd_models.reset(str(tmp_path / "models"))
     script_callbacks.clear_callbacks()
