@@ -258,6 +258,15 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             self.hr_upscale_to_x = int(self.width * self.hr_scale)
             self.hr_upscale_to_y = int(self.height * self.hr_scale)
             return
+        # one side given: the other follows the first pass's aspect ratio, nothing is truncated
+        if self.hr_resize_y == 0:
+            self.hr_upscale_to_x = self.hr_resize_x
+            self.hr_upscale_to_y = self.hr_resize_x * self.height // self.width
+            return
+        if self.hr_resize_x == 0:
+            self.hr_upscale_to_x = self.hr_resize_y * self.width // self.height
+            self.hr_upscale_to_y = self.hr_resize_y
+            return
         # both given with another aspect ratio: scale to cover, then truncate the latent
         if self.width / self.height < self.hr_resize_x / self.hr_resize_y:
             self.hr_upscale_to_x = self.hr_resize_x
