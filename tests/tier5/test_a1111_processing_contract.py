@@ -12,6 +12,7 @@ SD_WEBUI_DIR points at an A1111 checkout with its venv; skipped otherwise. Slow:
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import pickle
 import subprocess
@@ -59,6 +60,7 @@ def compared_hooks() -> list[str]:
 
 
 def comparable(trace: list[contract.Event]) -> list[contract.Event]:
+    """The events of `compared_hooks()`, of `p`'s methods and the state after the job."""
     names = {*compared_hooks(), *contract.P_METHODS, "after the job"}
     return [event for event in trace if event[0] in names]
 
@@ -98,12 +100,19 @@ def stand_in(tmp_path: Path) -> Path:
     return tmp_path / "outputs"
 
 
-def stand_in_trace(name: str, outputs: Path) -> list[contract.Event]:
+def assert_the_stand_in_traces_like_a1111(name: str, a1111_trace: list[contract.Event],
+                                          outputs: Path) -> None:
+    """Run case `name` in the stand-in; its comparable trace must be A1111's (a unified diff if not)."""
     from modules import errors
 
-    trace = contract.run_case(contract.CASES[name], outputs)
-    assert not errors.reported, errors.reported  # a hook the stand-in calls with the wrong arguments
-    return trace
+    expected = comparable(a1111_trace)
+    found = comparable(contract.run_case(contract.CASES[name], outputs))
+    assert not errors.reported, errors.reported  # a hook the stand-in called with the wrong arguments
+    if found != expected:
+        diff = difflib.unified_diff([repr(event) for event in expected], [repr(event) for event in found],
+                                    "A1111", "stand-in", lineterm="", n=1)
+        compared = f"compared: hooks {compared_hooks()}, p's {list(contract.P_METHODS)}"
+        pytest.fail(f"the stand-in's trace is not A1111's ({compared}):\n" + "\n".join(diff))
 
 
 def test_the_hooks_the_adapter_uses_are_compared():
@@ -122,7 +131,7 @@ def test_process_images_calls_hooks_and_p_in_a1111s_order(a1111_traces, stand_in
     Not compared (the stand-in has no such hook): whatever A1111 calls beyond `compared_hooks()`."""
     trace = comparable(a1111_traces[name])
     assert [event for event, _ in trace][:4] == ["setup", "before_process", "process", "init"]
-    assert comparable(stand_in_trace(name, stand_in)) == trace
+    assert_the_stand_in_traces_like_a1111(name, a1111_traces[name], stand_in)
 
 
 @needs_a1111
@@ -130,8 +139,7 @@ def test_process_images_calls_hooks_and_p_in_a1111s_order(a1111_traces, stand_in
 def test_override_settings_apply_for_the_job_and_restore_like_a1111(a1111_traces, stand_in, name):
     """The adapter swaps the depth checkpoint in through `p.override_settings`: the values seen
     from `before_process`, `process` and `postprocess`, and after the job, must be A1111's."""
-    trace = comparable(a1111_traces[name])
-    assert comparable(stand_in_trace(name, stand_in)) == trace
+    assert_the_stand_in_traces_like_a1111(name, a1111_traces[name], stand_in)
 
 
 @needs_a1111
@@ -147,4 +155,4 @@ def test_the_hires_pass_conditions_like_a1111(a1111_traces, stand_in, name):
     trace = comparable(a1111_traces[name])
     hires = [event for event, facts in trace if event.endswith("_image_conditioning") and facts["is_hr_pass"]]
     assert hires == [expected]
-    assert comparable(stand_in_trace(name, stand_in)) == trace
+    assert_the_stand_in_traces_like_a1111(name, a1111_traces[name], stand_in)
