@@ -131,6 +131,7 @@ class StableDiffusionProcessing:
 
     scripts_value: scripts.ScriptRunner = field(default=None, init=False)
     script_args_value: list = field(default=None, init=False)
+    scripts_setup_complete: bool = field(default=False, init=False)
     comments: dict = None
     sampler: Any = field(default=None, init=False)
     is_using_inpainting_conditioning: bool = field(default=False, init=False)
@@ -173,6 +174,8 @@ class StableDiffusionProcessing:
     @scripts.setter
     def scripts(self, value):
         self.scripts_value = value
+        if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
+            self.setup_scripts()
 
     @property
     def script_args(self):
@@ -181,6 +184,13 @@ class StableDiffusionProcessing:
     @script_args.setter
     def script_args(self, value):
         self.script_args_value = value
+        if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
+            self.setup_scripts()
+
+    def setup_scripts(self):
+        """The scripts' `setup` hook, once, as soon as `p` has both its scripts and their args."""
+        self.scripts_setup_complete = True
+        self.scripts.setup_scrips(self, is_ui=not self.is_api)
 
     def txt2img_image_conditioning(self, x, width=None, height=None):
         self.is_using_inpainting_conditioning = self.sd_model.model.conditioning_key in {"hybrid", "concat"}
@@ -258,6 +268,15 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             self.hr_upscale_to_x = int(self.width * self.hr_scale)
             self.hr_upscale_to_y = int(self.height * self.hr_scale)
             return
+        # one side given: the other follows the first pass's aspect ratio, nothing is truncated
+        if self.hr_resize_y == 0:
+            self.hr_upscale_to_x = self.hr_resize_x
+            self.hr_upscale_to_y = self.hr_resize_x * self.height // self.width
+            return
+        if self.hr_resize_x == 0:
+            self.hr_upscale_to_x = self.hr_resize_y * self.width // self.height
+            self.hr_upscale_to_y = self.hr_resize_y
+            return
         # both given with another aspect ratio: scale to cover, then truncate the latent
         if self.width / self.height < self.hr_resize_x / self.hr_resize_y:
             self.hr_upscale_to_x = self.hr_resize_x
@@ -278,6 +297,10 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = create_sampler(self.sampler_name, self.sd_model)
         x = self.rng.next()
+        if self.scripts is not None:
+            self.scripts.process_before_every_sampling(
+                p=self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning
+            )
         samples = self.sampler.sample(
             self,
             x,
@@ -325,6 +348,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         noise = ImageRNG(samples.shape[1:], self.seeds).next()
         if self.scripts is not None:
             self.scripts.before_hr(self)
+            self.scripts.process_before_every_sampling(p=self, x=samples, noise=noise, c=None, uc=None)
         samples = self.sampler.sample_img2img(
             self, samples, noise, None, None, image_conditioning=image_conditioning
         )
@@ -428,6 +452,10 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         x = self.rng.next()
+        if self.scripts is not None:
+            self.scripts.process_before_every_sampling(
+                p=self, x=self.init_latent, noise=x, c=conditioning, uc=unconditional_conditioning
+            )
         samples = self.sampler.sample_img2img(
             self,
             self.init_latent,
@@ -583,6 +611,11 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
 
             if p.scripts is not None:
                 p.scripts.postprocess_batch(p, x_samples_ddim, batch_number=n)
+                p.prompts = p.all_prompts[n * p.batch_size : (n + 1) * p.batch_size]
+                p.negative_prompts = p.all_negative_prompts[n * p.batch_size : (n + 1) * p.batch_size]
+                batch_params = scripts.PostprocessBatchListArgs(list(x_samples_ddim))
+                p.scripts.postprocess_batch_list(p, batch_params, batch_number=n)
+                x_samples_ddim = batch_params.images
 
             for i, x_sample in enumerate(x_samples_ddim):
                 image = Image.fromarray((255.0 * np.moveaxis(x_sample.numpy(), 0, 2)).astype(np.uint8))

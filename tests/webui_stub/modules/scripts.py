@@ -44,6 +44,7 @@ class Script:
     paste_field_names = None
     api_info = None
     controls = None
+    setup_for_ui_only = False
 
     def title(self):
         raise NotImplementedError()
@@ -171,6 +172,15 @@ class ScriptRunner:
                 getattr(script, method_name)(p, *extra, *script_args, **kwargs)
             except Exception:  # noqa: BLE001  (as A1111: report and go on)
                 errors.report(f"Error running {method_name}: {script.filename}", exc_info=True)
+
+    def setup_scrips(self, p, *, is_ui=True):  # sic: A1111's name
+        for script in self.alwayson_scripts:
+            if type(script).setup is Script.setup or (script.setup_for_ui_only and not is_ui):
+                continue
+            try:
+                script.setup(p, *p.script_args[script.args_from : script.args_to])
+            except Exception:  # noqa: BLE001  (as A1111: report and go on)
+                errors.report(f"Error running setup: {script.filename}", exc_info=True)
 
     def before_process(self, p):
         self._call("before_process", p)

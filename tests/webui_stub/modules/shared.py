@@ -18,6 +18,7 @@ BUILTIN_OPTIONS = {
     "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts with this color"),
     "outdir_samples": OptionInfo("", "Output directory for images"),
     "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength"),
+    "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip"),
 }
 
 
