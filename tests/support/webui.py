@@ -21,6 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from lib_depth2img.settings import Depth2imgArgs
 
 LAUNCH_FLAGS = (
@@ -212,17 +215,20 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
-def show_depth_map_in_chromium(server: Server, picture: Path, screenshots: Path, name: str) -> str:
-    """In the WebUI's img2img tab (A1111 or Forge): upload `picture`, open Depth2img, press Show
-    depth map; returns the status line. Keeps `<name>.png` (the page) and `preview.png` in
-    `screenshots` for a person to look at, and checks that the settings' hints are their titles
-    (the panel's `tooltip=`, set by the WebUI's hints.js) and that the preview ran as a WebUI
-    task whose progress bar ends and gives Generate back."""
+def show_depth_map_in_chromium(server: Server, image: Image.Image, screenshots: Path, name: str) -> None:
+    """In the WebUI's img2img tab (A1111 or Forge): upload `image`, open Depth2img, press Show
+    depth map. Checks that the settings' hints are their titles (the panel's `tooltip=`, set by
+    the WebUI's hints.js), that the preview shows a picture (not a blank) and the status line the
+    estimator used, and that the preview ran as a WebUI task whose progress bar ends and gives
+    Generate back. Keeps `<name>.png` (the page) and `preview.png` in `screenshots` for a person
+    to look at."""
     import pytest
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium")
+    picture = screenshots / "init.png"
+    image.save(picture)
     with sync_api.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
@@ -246,4 +252,5 @@ def show_depth_map_in_chromium(server: Server, picture: Path, screenshots: Path,
             page.locator("#img2img .progressDiv").wait_for(state="detached", timeout=30_000)
         finally:
             browser.close()
-    return status
+    assert "estimat" in status, status
+    assert np.asarray(Image.open(screenshots / "preview.png").convert("L"), dtype=np.float32).std() > 1.0
