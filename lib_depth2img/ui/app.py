@@ -210,11 +210,9 @@ def build_app(services: EngineServices, outputs_dir: Path) -> DepthApp:
 def _preview_geometry(
     selected: Sequence[int], images: Sequence[Any], fields: Mapping[str, Any]
 ) -> tuple[Any, GeometryRequest]:
-    """The init image and the size and resize mode Generate will use (0: from the image)."""
-    return images[0], GeometryRequest(
-        width=int(fields["width"] or _FROM_IMAGE), height=int(fields["height"] or _FROM_IMAGE),
-        resize_mode=int(fields["resize_mode"] or 0),
-    )
+    """The init image and the size and resize mode Generate will use (0: not given, from the image)."""
+    width, height = (int(fields[side] or _FROM_IMAGE) or None for side in ("width", "height"))
+    return images[0], GeometryRequest(width=width, height=height, resize_mode=int(fields["resize_mode"] or 0))
 
 
 class JobRunner:
