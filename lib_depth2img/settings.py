@@ -1,38 +1,23 @@
 """The one settings object of depth2img.
 
 Every setting is declared once, here, with its default, its bounds, its UI label and the key it
-gets in the PNG info. The A1111 panel, the `alwayson_scripts` API, the infotext paste, the
-XYZ-plot axes, the standalone app and the CLI all read this table instead of repeating it.
+gets in the PNG info (`specs.setting`; `specs.Settings` coerces and checks the values). The A1111
+panel, the `alwayson_scripts` API, the infotext paste, the XYZ-plot axes, the standalone app and
+the CLI all read this table instead of repeating it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import SettingsError
+from .specs import Settings, setting
 
 INFOTEXT_PREFIX = "Depth2img"
 EMBEDDED_ESTIMATOR = "embedded"
-
-
-@dataclass(frozen=True)
-class Spec:
-    """How one setting is shown, bounded and written to the PNG info."""
-
-    label: str
-    infotext: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    step: float | None = None
-    hint: str = ""
-
-
-def _setting(default: Any, label: str, infotext: str | None = None, **spec: Any) -> Any:
-    return field(default=default, metadata={"spec": Spec(label, infotext, **spec)})
 
 
 @dataclass(frozen=True)
@@ -50,59 +35,60 @@ class DepthAdjustments:
 
 
 @dataclass(frozen=True)
-class Depth2imgArgs:
+class Depth2imgArgs(Settings):
     """The settings of one depth2img job, in the order of the script's positional args."""
 
-    enabled: bool = _setting(False, "Enable", f"{INFOTEXT_PREFIX}")
-    checkpoint: str = _setting(
+    enabled: bool = setting(False, "Enable", f"{INFOTEXT_PREFIX}")
+    checkpoint: str = setting(
         "", "Depth checkpoint", f"{INFOTEXT_PREFIX} checkpoint",
         hint="Empty: the first depth checkpoint found (512-depth-ema).",
     )
-    estimator: str = _setting(
+    estimator: str = setting(
         EMBEDDED_ESTIMATOR, "Depth estimator", f"{INFOTEXT_PREFIX} estimator",
         hint="'embedded' is the MiDaS inside the depth checkpoint, the one it was trained with. Licences of the "
         "others' weights: MiDaS (dpt_*) MIT; Depth Anything V1 (depth_anything_vit*) Apache-2.0; Depth Anything "
         "V2 Small (depth_anything_v2_vits) Apache-2.0, Base and Large (_vitb, _vitl) CC-BY-NC-4.0, "
         "non-commercial.",
     )
-    net_size: int = _setting(
+    net_size: int = setting(
         0, "Estimator resolution", f"{INFOTEXT_PREFIX} resolution", minimum=0, maximum=1024, step=32,
         hint="0: the estimator's own (384, 512 for BEiT-L-512, 518 for Depth Anything). Larger sees finer "
         "detail, slower; up to 1024 (768 for BEiT-L-512). Depth Anything works at multiples of 14 and "
         "rounds other values (512 -> 518).",
     )
-    depth_image: Any = _setting(
+    depth_image: Any = setting(
         None, "Your own depth map",
         hint="White = near. 8- or 16-bit; replaces the estimated depth. It describes the whole init image "
         "and is cropped and resized with it.",
     )
-    depth_folder: str = _setting(
+    depth_folder: str = setting(
         "", "Depth maps folder (batch tab)",
         hint="For the batch tab: a depth map per input image, matched by file name.",
     )
-    invert: bool = _setting(False, "Invert", f"{INFOTEXT_PREFIX} invert",
-                            hint="For depth maps where white is far (Blender Z passes).")
-    far_clip: float = _setting(
+    invert: bool = setting(False, "Invert", f"{INFOTEXT_PREFIX} invert",
+                           hint="For depth maps where white is far (Blender Z passes).")
+    far_clip: float = setting(
         0.0, "Far clip", f"{INFOTEXT_PREFIX} far clip", minimum=0.0, maximum=1.0, step=0.01,
         hint="Everything farther than this becomes the background plane.",
     )
-    near_clip: float = _setting(
+    near_clip: float = setting(
         1.0, "Near clip", f"{INFOTEXT_PREFIX} near clip", minimum=0.0, maximum=1.0, step=0.01,
         hint="Everything nearer than this becomes the front plane.",
     )
-    gamma: float = _setting(
+    gamma: float = setting(
         1.0, "Gamma", f"{INFOTEXT_PREFIX} gamma", minimum=0.1, maximum=10.0, step=0.05,
         hint="Below 1 spreads the far range, above 1 the near range.",
     )
-    blur: float = _setting(
+    blur: float = setting(
         0.0, "Blur radius", f"{INFOTEXT_PREFIX} blur", minimum=0.0, maximum=64.0, step=0.5,
         hint="Gaussian blur in pixels of the generated image (the depth map the preview shows); softens "
         "hard depth edges.",
     )
-    append_depth: bool = _setting(False, "Add depth map to results")
-    save_depth: bool = _setting(False, "Save depth map beside results")
+    append_depth: bool = setting(False, "Add depth map to results")
+    save_depth: bool = setting(False, "Save depth map beside results")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_clip_order(self.far_clip, self.near_clip)
 
     # -- reading ---------------------------------------------------------------------------
@@ -130,19 +116,13 @@ class Depth2imgArgs:
 
     @classmethod
     def _from_mapping(cls, values: Mapping[str, Any]) -> Depth2imgArgs:
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise SettingsError(
                 f"Depth2img: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}."
             )
-        return cls(**{name: _coerce(known[name], value) for name, value in values.items()})
-
-    @classmethod
-    def coerce(cls, name: str, value: Any) -> Any:
-        """Field `name`'s value from the UI, the API or the infotext, as its type and inside its
-        bounds (None: the default); `SettingsError` says what is wrong."""
-        return _coerce(next(f for f in dataclasses.fields(cls) if f.name == name), value)
+        return cls(**values)
 
     @classmethod
     def from_infotext(cls, params: Mapping[str, str]) -> Depth2imgArgs | None:
@@ -173,74 +153,11 @@ class Depth2imgArgs:
     def adjustments(self) -> DepthAdjustments:
         return DepthAdjustments(self.invert, self.far_clip, self.near_clip, self.gamma, self.blur)
 
-    # -- the table -------------------------------------------------------------------------
-
-    @classmethod
-    def specs(cls) -> Iterator[tuple[str, Spec]]:
-        for f in dataclasses.fields(cls):
-            yield f.name, f.metadata["spec"]
-
-    @classmethod
-    def spec(cls, name: str) -> Spec:
-        return dict(cls.specs())[name]
-
-    @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        return {f.name: f.default for f in dataclasses.fields(cls)}
-
 
 def _check_clip_order(far_clip: float, near_clip: float) -> None:
     """The clip range keeps depths between far and near, so far must lie below near."""
     if far_clip >= near_clip:
         raise SettingsError(f"Depth2img: far clip ({far_clip:g}) must be below near clip ({near_clip:g}).")
-
-
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """Turn a UI, API or infotext value into the field's type, inside its bounds."""
-    spec: Spec = f.metadata["spec"]
-    kind = type(f.default)
-    if f.default is None:  # the depth image: any image-like value, checked where it is decoded
-        return value
-    if value is None:
-        return f.default
-    try:
-        if kind is bool:
-            value = _parse_bool(value)
-        elif kind is int:
-            number = float(value)
-            if number != int(number):
-                raise ValueError
-            value = int(number)
-        elif kind is float:
-            value = float(value)
-        elif kind is str and not isinstance(value, str):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise SettingsError(
-            f"Depth2img: '{f.name}' ({spec.label}) must be {kind.__name__}, got {value!r}."
-        ) from None
-    if kind in (int, float) and not _within(value, spec):
-        raise SettingsError(
-            f"Depth2img: '{f.name}' ({spec.label}) must be between {_format(spec.minimum)}"
-            f" and {_format(spec.maximum)}, got {_format(value)}."
-        )
-    return value
-
-
-def _within(value: float, spec: Spec) -> bool:
-    return not math.isnan(value) and (spec.minimum is None or value >= spec.minimum) and (
-        spec.maximum is None or value <= spec.maximum
-    )
-
-
-def _parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    raise ValueError
 
 
 def _format(value: Any) -> str:

@@ -134,7 +134,7 @@ def test_a_checkpoint_without_a_depth_model_fails_at_once(run_cli, save_image, p
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--gamma", "20"], "error: Depth2img: 'gamma' (Gamma) must be between 0.1 and 10, got 20."),
+        (["--gamma", "20"], "error: Depth2img: 'gamma' (Gamma) must be a number between 0.1 and 10, got 20."),
         (
             ["--far-clip", "0.8", "--near-clip", "0.2"],
             "error: Depth2img: far clip (0.8) must be below near clip (0.2).",

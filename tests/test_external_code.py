@@ -40,7 +40,7 @@ def test_set_args_makes_a_job_run_depth2img_and_get_args_reads_them_back(started
 
 def test_set_args_refuses_invalid_settings_with_the_message(started):
     p = started.img2img_p([gradient()])
-    with pytest.raises(SettingsError, match="'gamma' .* must be between 0.1 and 10"):
+    with pytest.raises(SettingsError, match=r"'gamma' \(Gamma\) must be a number between 0\.1 and 10, got 99"):
         depth2img.set_args(p, {"gamma": 99})
 
 

@@ -58,27 +58,35 @@ def pixels(image: Image.Image) -> np.ndarray:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"steps": 0}, "steps"),
-        ({"steps": 2.5}, "whole number"),
-        ({"denoising_strength": 1.5}, "between 0 and 1"),
-        ({"denoising_strength": -0.1}, "between 0 and 1"),
-        ({"width": 100, "height": 64}, "multiple of 8"),
-        ({"width": 4096, "height": 64}, "between 64 and 2048"),
-        ({"batch_size": 0}, "Batch size"),
-        ({"batch_size": 17}, "Batch size"),
-        ({"cfg_scale": float("nan")}, "CFG scale"),
-        ({"seed": -2}, "Seed"),
+        ({"steps": 0}, r"'steps' \(Sampling steps\) must be a whole number between 1 and 150, got 0\."),
+        ({"steps": 2.5}, r"'steps' \(Sampling steps\) must be a whole number between 1 and 150, got 2\.5"),
+        ({"denoising_strength": 1.5}, r"'denoising_strength' \(Denoising strength\) .* between 0 and 1, got 1\.5"),
+        ({"denoising_strength": -0.1}, r"'denoising_strength' .* between 0 and 1, got -0\.1"),
+        ({"width": 100, "height": 64}, "Width must be a multiple of 8, got 100"),
+        ({"width": 4096, "height": 64}, r"'width' \(Width\) must be a whole number between 64 and 2048, got 4096"),
+        ({"batch_size": 0}, r"'batch_size' \(Batch size\) must be a whole number between 1 and 16, got 0"),
+        ({"batch_size": 17}, r"'batch_size' \(Batch size\) .* got 17"),
+        ({"cfg_scale": float("nan")}, r"'cfg_scale' \(CFG scale\) must be a number between 0 and 30, got nan"),
+        ({"seed": -2}, r"'seed' \(Seed\) must be a whole number between -1 and 4294967295, got -2"),
         ({"sampler": "UniPC"}, "Unknown sampler"),
         ({"schedule_type": "Beta"}, "Unknown schedule type"),
-        ({"rng": "NV"}, "RNG"),
-        ({"variation_strength": 2.0}, "Variation strength"),
-        ({"resize_mode": 7}, "Resize mode"),
+        ({"rng": "NV"}, r"'rng' \(RNG source\) must be one of CPU, GPU, got 'NV'"),
+        ({"variation_strength": 2.0}, r"'variation_strength' \(Variation strength\) .* between 0 and 1, got 2"),
+        ({"resize_mode": 7}, r"'resize_mode' \(Resize mode\) must be one of 0 \(Just resize\), .* got 7"),
+        ({"mask_blur": 65}, r"'mask_blur' \(Mask blur\) must be a whole number between 0 and 64, got 65"),
+        ({"sampler": 5}, r"'sampler' \(Sampling method\) must be text, got 5"),
         ({"mask": Image.new("L", (32, 64))}, "mask is 32x64 but the init image is 64x64"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(init_image, values, message):
     with pytest.raises(SettingsError, match=message):
         request(init_image, **values)
+
+
+def test_request_values_from_text_or_whole_floats_take_the_field_type(init_image):
+    job = request(init_image, steps="4", cfg_scale=5, seed=7.0, width=np.int64(64), height="64", resize_mode="1")
+    assert (job.steps, job.cfg_scale, job.seed, job.width, job.height, job.resize_mode) == (4, 5.0, 7, 64, 64, 1)
+    assert all(type(value) is int for value in (job.steps, job.seed, job.width, job.height, job.resize_mode))
 
 
 def test_requests_without_inputs_or_with_a_tiny_image():

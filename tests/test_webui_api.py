@@ -14,6 +14,7 @@ from PIL import Image
 from test_panel import CHECKPOINT_TITLE, StandInServices
 
 from lib_depth2img.checkpoints.download import DownloadError
+from lib_depth2img.depthmaps.geometry import GeometryRequest
 from lib_depth2img.errors import WeightsError
 from lib_depth2img.estimators.estimator import DepthEstimator
 from lib_depth2img.estimators.weights import write_tiny_depth_weights
@@ -195,7 +196,13 @@ def test_openapi_shows_every_setting_with_its_type_bounds_and_default(client):
         assert fields[name]["description"].startswith(spec.label)
     depth_request = schema["components"]["schemas"]["DepthRequest"]["properties"]
     assert "Depth2imgArgs" in json.dumps(depth_request["args"])
-    assert (bounds(depth_request["width"])["minimum"], bounds(depth_request["resize_mode"])["maximum"]) == (8, 3)
+    geometry_fields = [name for name, _ in GeometryRequest.specs() if name != "scale_by"]
+    assert [name for name in depth_request if name in geometry_fields] == geometry_fields
+    for name in geometry_fields:
+        assert depth_request[name]["title"] == GeometryRequest.spec(name).label, name
+    assert (bounds(depth_request["width"])["minimum"], bounds(depth_request["width"])["maximum"]) == (8, 8192)
+    assert depth_request["resize_mode"]["enum"] == [0, 1, 2, 3]
+    assert "1 (Crop and resize)" in depth_request["resize_mode"]["description"]
 
 
 def bounds(field_schema: dict) -> dict:

@@ -8,29 +8,47 @@ import torch
 
 from ..settings import Depth2imgArgs
 from ..errors import SettingsError
+from ..specs import Settings, format_number
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def add_setting_flag(parser: argparse.ArgumentParser, name: str, *, unset_is_none: bool = False) -> None:
-    """A flag whose default, bounds and help come from the settings table in `args.py`.
+def add_setting_flag(
+    parser: argparse.ArgumentParser,
+    name: str,
+    *,
+    settings: type[Settings] = Depth2imgArgs,
+    flag: str | None = None,
+    unset_is_none: bool = False,
+) -> None:
+    """A flag (by default --the-name) for field `name` of `settings`, whose type, bounds, choices,
+    default and help come from its declaration.
 
     `unset_is_none`: the flag is None unless given (a bool gets --name/--no-name), so that a
     value given on the command line can be told from the default and override another source."""
-    spec = Depth2imgArgs.spec(name)
-    default = Depth2imgArgs.defaults()[name]
-    flag = "--" + name.replace("_", "-")
-    if isinstance(default, bool):
+    spec = settings.spec(name)
+    default = settings.defaults()[name]
+    flag = flag or "--" + name.replace("_", "-")
+    text = (spec.hint or spec.label).replace("%", "%%")
+    if settings.value_type(name) is bool:
         action = argparse.BooleanOptionalAction if unset_is_none else "store_true"
-        parser.add_argument(flag, action=action, default=None if unset_is_none else False, help=spec.hint)
+        default = None if unset_is_none else False
+        parser.add_argument(flag, dest=name, action=action, default=default, help=text)
         return
-    bounds = f"{spec.minimum:g}..{spec.maximum:g}, " if spec.minimum is not None else ""
+    allowed = []
+    if spec.minimum is not None and spec.maximum is not None:
+        allowed.append(f"{format_number(spec.minimum)}..{format_number(spec.maximum)}")
+    if default not in (None, ""):
+        allowed.append(f"default: {format_number(default) if isinstance(default, float) else default}")
+    if spec.choices:
+        allowed = [f"one of {spec.choices_text}; {', '.join(allowed)}"]
     parser.add_argument(
         flag,
-        type=type(default),
+        dest=name,
+        type=settings.value_type(name),
         default=None if unset_is_none else default,
         metavar=name.split("_")[-1].upper(),
-        help=f"{spec.hint} ({bounds}default: {default:g})",
+        help=f"{text} ({', '.join(allowed)})" if allowed else text,
     )
 
 

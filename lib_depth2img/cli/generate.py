@@ -52,15 +52,24 @@ from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..estimators import ESTIMATORS, DepthEstimator
 from ..depthmaps.cache import DepthCache
 from ..depthmaps.values import depth_to_16bit
-from ..engine.pipeline import REQUEST_DEFAULTS, RNG_SOURCES, Depth2ImgPipeline, GenerationRequest, resolve_seed
-from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES, ProgressCallback
-from ..depthmaps.geometry import RESIZE_MODES
+from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest, resolve_seed
+from ..engine.samplers import ProgressCallback
 from ..errors import Depth2imgError, ImageError, SettingsError
 from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
 from ..infotext import model_hash, png_info
 from .a1111_params import A1111Parameters, parameters_of_png
 from .common import add_device_flags, add_setting_flag, device_and_dtype
 from .depth import DEPTH_SETTINGS
+
+REQUEST_FLAGS = {
+    "--prompt": "prompt", "--negative": "negative_prompt", "--strength": "denoising_strength",
+    "--steps": "steps", "--sampler": "sampler", "--schedule-type": "schedule_type", "--cfg": "cfg_scale",
+    "--seed": "seed", "--variation-seed": "variation_seed", "--variation-strength": "variation_strength",
+    "--ensd": "eta_noise_seed_delta", "--rng": "rng", "--width": "width", "--height": "height",
+    "--batch": "batch_size", "--mask-blur": "mask_blur", "--resize-mode": "resize_mode",
+}
+"""The flag of each `GenerationRequest` setting; unset it is None, so a flag given overrides --params-from."""
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -86,35 +95,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ignore-unsupported", action="store_true",
                         help="with --params-from: render even when the PNG has entries the engine cannot "
                         "honour (they are listed as a warning)")
-    _add_request_flag(parser, "--prompt", "prompt", str, "what to generate")
-    _add_request_flag(parser, "--negative", "negative_prompt", str, "what to avoid")
-    _add_request_flag(parser, "--strength", "denoising_strength", float,
-                      "denoising strength 0..1; 1 replaces all content, the depth keeps the composition")
-    _add_request_flag(parser, "--steps", "steps", int, "sampling steps")
-    _add_request_flag(parser, "--sampler", "sampler", str,
-                      f"sampler, A1111's name: {', '.join(SAMPLER_NAMES)}")
-    _add_request_flag(parser, "--schedule-type", "schedule_type", str,
-                      f"schedule type: {', '.join(SCHEDULE_TYPES)} (Automatic: the sampler's own)")
-    _add_request_flag(parser, "--cfg", "cfg_scale", float, "classifier-free guidance scale")
-    _add_request_flag(parser, "--seed", "seed", int, "seed; -1 draws a random one")
+    for flag, name in REQUEST_FLAGS.items():
+        add_setting_flag(parser, name, settings=GenerationRequest, flag=flag, unset_is_none=True)
     parser.add_argument("--frame-seed", choices=("same", "index"), default="same",
                         help="several inputs: the same seed for each (default), or seed + the input's number")
-    _add_request_flag(parser, "--variation-seed", "variation_seed", int, "A1111's variation seed; -1 random")
-    _add_request_flag(parser, "--variation-strength", "variation_strength", float,
-                      "how far toward the variation seed's noise, 0..1")
-    _add_request_flag(parser, "--ensd", "eta_noise_seed_delta", int,
-                      "A1111's eta noise seed delta (the ancestral samplers' step noise)")
-    _add_request_flag(parser, "--rng", "rng", str,
-                      f"noise source, as A1111's setting: {' or '.join(RNG_SOURCES)} (GPU: the model's device)")
-    for side in ("width", "height"):
-        _add_request_flag(parser, f"--{side}", side, int,
-                          f"{side}, multiple of 8 (default: the input's, rounded down to 8; with only one "
-                          "of --width/--height the other keeps the aspect ratio)")
-    _add_request_flag(parser, "--batch", "batch_size", int, "images per input, seeds seed, seed+1, ...")
-    _add_request_flag(parser, "--mask-blur", "mask_blur", int, "mask blur in pixels")
-    _add_request_flag(parser, "--resize-mode", "resize_mode", int,
-                      "when the size differs from the input's: "
-                      + ", ".join(f"{key} {label}" for key, label in RESIZE_MODES.items()))
     parser.add_argument("--normalize", choices=("image", "sequence"), default="image",
                         help="estimated depth: each image's own range (default), or one range for all "
                         "inputs (video frames: no flicker)")
@@ -130,16 +114,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUT",
                         help="folder for the results (created if missing)")
     parser.set_defaults(func=run)
-
-
-def _add_request_flag(
-    parser: argparse.ArgumentParser, flag: str, field_name: str, kind: type, text: str
-) -> None:
-    """A flag for a `GenerationRequest` field. It stays None unless given, so that it overrides
-    --params-from; the default shown is the field's, so the two cannot drift apart."""
-    default = REQUEST_DEFAULTS[field_name]
-    shown = "" if default in (None, "") else f" (default: {default})".replace("%", "%%")
-    parser.add_argument(flag, dest=field_name, type=kind, default=None, help=text + shown)
 
 
 @dataclass(frozen=True)
@@ -220,7 +194,7 @@ def _request_values(args: argparse.Namespace, params: A1111Parameters | None) ->
     """Each request field: the flag when given, else the PNG's value, else the request's default."""
     from_png = params.values if params is not None else {}
     values = {}
-    for name, default in REQUEST_DEFAULTS.items():
+    for name, default in GenerationRequest.defaults().items():
         flag = getattr(args, name, None)
         values[name] = flag if flag is not None else from_png.get(name, default)
     return values

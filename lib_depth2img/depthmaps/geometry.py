@@ -9,14 +9,14 @@ image) is fitted through the same geometry, so the map the preview shows is the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 
 import numpy as np
 from PIL import Image
 
 from ..errors import SettingsError
+from ..specs import Settings, setting, setting_from
 
 RESIZE_MODES = {
     0: "Just resize",
@@ -29,6 +29,10 @@ RESIZE_MODES = {
 ONLY_MASKED_RESIZE_MODE = 2
 """A1111 resizes the "Only masked" crop with "Resize and fill"."""
 
+MIN_JOB_SIDE, MAX_JOB_SIDE = 8, 8192
+"""The width and height a geometry request takes: one latent pixel up to 8192 (A1111's sliders stop
+at 2048 and its API at nothing; 8192 bounds what one request may ask for)."""
+
 DEFAULT_BACKGROUND = "#ffffff"
 """A1111's default `img2img_background_color`: transparent pixels become white."""
 
@@ -40,7 +44,7 @@ ImageResizer = Callable[[int, Image.Image, int, int], Image.Image]
 
 
 @dataclass(frozen=True)
-class Geometry:
+class Geometry(Settings):
     """Where the init image's pixels go in a job of `width` x `height`.
 
     `crop`: A1111's "Only masked" region of the init image (its `crop_region`, i.e. `p.paste_to`
@@ -49,19 +53,12 @@ class Geometry:
     image, and the picture ends up stretched the same way.
     """
 
-    width: int
-    height: int
-    resize_mode: int = 0
+    width: int = setting(MISSING, "Width", minimum=1)
+    height: int = setting(MISSING, "Height", minimum=1)
+    resize_mode: int = setting(
+        0, "Resize mode", choices=RESIZE_MODES, hint="When the size differs from the image's."
+    )
     crop: Box | None = None
-
-    def __post_init__(self) -> None:
-        if self.resize_mode not in RESIZE_MODES:
-            raise SettingsError(
-                f"Depth2img: unknown resize mode {self.resize_mode!r}; use one of "
-                + ", ".join(f"{key} ({label})" for key, label in RESIZE_MODES.items()) + "."
-            )
-        if self.width < 1 or self.height < 1:
-            raise SettingsError(f"Depth2img: the size must be at least 1 x 1 pixels, got {self.width} x {self.height}.")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -201,28 +198,40 @@ def _place(values: np.ndarray, offset: int, length: int, axis: int) -> np.ndarra
 
 
 @dataclass(frozen=True)
-class GeometryRequest:
+class GeometryRequest(Settings):
     """The geometry fields of an img2img request, under A1111's names (the preview and the API).
 
+    `width`/`height` None: not given; the standalone app then sizes the job from the image (its
+    "0 = the image's"), the API answers at the image's own size. A1111's img2img has both.
     `scale_by` set: A1111's "Resize by" tab, the size is the image's times it (`int()`, as A1111).
     `mask` with `inpaint_full_res`: "Inpaint area: Only masked"; the host turns it into the crop
     box as its job would (`mask_blur`, `inpainting_mask_invert` and the padding change the box).
     """
 
-    width: int
-    height: int
-    resize_mode: int = 0
-    scale_by: float | None = None
-    mask: Image.Image | None = None
-    inpaint_full_res: bool = False
-    inpaint_full_res_padding: int = 32
-    mask_blur: int = 4
-    inpainting_mask_invert: bool = False
+    width: int | None = setting(None, "Width", minimum=MIN_JOB_SIDE, maximum=MAX_JOB_SIDE, step=8,
+                                hint="The img2img job's width; give height too.")
+    height: int | None = setting(None, "Height", minimum=MIN_JOB_SIDE, maximum=MAX_JOB_SIDE, step=8,
+                                 hint="The img2img job's height; give width too.")
+    resize_mode: int = setting_from(Geometry, "resize_mode")
+    scale_by: float | None = setting(
+        None, "Resize by", minimum=0.05,  # A1111's "Scale" slider starts at 0.05; its 4 is no limit here
+        hint="The size is the image's times this (A1111's Resize by tab).",
+    )
+    mask: Image.Image | None = setting(None, "Inpaint mask", hint="White = repaint.")
+    inpaint_full_res: bool = setting(False, "Inpaint area: Only masked", hint="Needs the mask.")
+    inpaint_full_res_padding: int = setting(
+        32, "Only masked padding, pixels", minimum=0, maximum=MAX_JOB_SIDE,  # A1111's slider: 0..256
+    )
+    mask_blur: int = setting(
+        4, "Mask blur", minimum=0, maximum=64, step=1,  # A1111's default and slider bounds
+        hint="In pixels; it changes the Only masked region too.",
+    )
+    inpainting_mask_invert: bool = setting(False, "Mask mode: Inpaint not masked")
 
     def size_for(self, image: Image.Image | None) -> tuple[int, int]:
         """The job's (width, height) for this init image."""
         if self.scale_by is not None and image is not None:
-            if not (self.scale_by > 0 and math.isfinite(self.scale_by)):
-                raise SettingsError(f"Depth2img: 'scale_by' must be a positive number, got {self.scale_by!r}.")
             return int(image.width * self.scale_by), int(image.height * self.scale_by)
+        if self.width is None or self.height is None:
+            raise SettingsError("Depth2img: give the img2img job's 'width' and 'height'.")
         return self.width, self.height

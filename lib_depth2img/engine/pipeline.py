@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -41,13 +40,16 @@ from ..depthmaps.cache import DepthCache
 from ..depthmaps.source import depth_for_images, estimate_raw_depths
 from ..depthmaps.values import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
 from ..errors import SettingsError
-from ..depthmaps.geometry import RESIZE_MODES, Geometry, fit_image, fit_map
+from ..depthmaps.geometry import Geometry, GeometryRequest, fit_image, fit_map
 from ..images import load_image
 from ..infotext import build_infotext, model_hash
+from ..specs import Settings, setting, setting_from
 from .denoiser import GuidedDenoiser
 from .model import LATENT_CHANNELS, SD2DepthModel, load_checkpoint
 from .samplers import (
     DEFAULT_SAMPLER,
+    SAMPLER_NAMES,
+    SCHEDULE_TYPES,
     ImageNoise,
     ProgressCallback,
     SamplerChoice,
@@ -59,17 +61,15 @@ from .schedule import AUTOMATIC, NoiseSchedule
 
 LATENT_FACTOR = 8  # VAE downscale: latents are H/8 x W/8
 MIN_SIDE, MAX_SIDE = 64, 2048  # A1111's width/height slider bounds
-MAX_STEPS = 150  # A1111's sampling-steps slider bound
-MAX_BATCH = 16
-MAX_CFG_SCALE = 30.0
-MAX_MASK_BLUR = 64  # A1111's mask-blur slider bound
-MAX_SEED = 2**32 - 1
-DEFAULT_MASK_BLUR = 4  # A1111's default
-RNG_SOURCES = ("CPU", "GPU")  # A1111's "Random number generator source" ("NV" is not supported)
+MAX_SEED = 2**32 - 1  # A1111's seeds are 32-bit
+_SIZE_HINT = (
+    "A multiple of 8. Not given: the input's, rounded down to 8; with only one of width and height "
+    "given, the other keeps the aspect ratio."
+)
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
+class GenerationRequest(Settings):
     """One generation job. Invalid values raise `SettingsError` when the request is built.
 
     Without `init_image` this is txt2img from your own depth map (`depth.depth_image`): the
@@ -80,52 +80,61 @@ class GenerationRequest:
     sequence (`depthmaps.values.sequence_range`), instead of each map's own min..max.
     """
 
-    prompt: str = ""
-    negative_prompt: str = ""
+    prompt: str = setting("", "Prompt", hint="What to generate.")
+    negative_prompt: str = setting("", "Negative prompt", hint="What to avoid.")
     init_image: Image.Image | None = None
     mask: Image.Image | None = None
     depth: Depth2imgArgs = field(default_factory=lambda: Depth2imgArgs(enabled=True))
-    width: int | None = None
-    height: int | None = None
-    steps: int = 20
-    sampler: str = DEFAULT_SAMPLER
-    schedule_type: str = AUTOMATIC
-    cfg_scale: float = 7.0
-    denoising_strength: float = 0.75
-    seed: int = -1
-    batch_size: int = 1
-    mask_blur: int = DEFAULT_MASK_BLUR
-    resize_mode: int = 0
+    width: int | None = setting(None, "Width", minimum=MIN_SIDE, maximum=MAX_SIDE, step=8, hint=_SIZE_HINT)
+    height: int | None = setting(None, "Height", minimum=MIN_SIDE, maximum=MAX_SIDE, step=8, hint=_SIZE_HINT)
+    steps: int = setting(20, "Sampling steps", minimum=1, maximum=150, step=1)  # A1111's slider
+    sampler: str = setting(
+        DEFAULT_SAMPLER, "Sampling method", hint=f"A1111's name: {', '.join(SAMPLER_NAMES)}."
+    )
+    schedule_type: str = setting(
+        AUTOMATIC, "Schedule type", hint=f"{', '.join(SCHEDULE_TYPES)} (Automatic: the sampler's own)."
+    )
+    cfg_scale: float = setting(
+        7.0, "CFG scale", minimum=0.0, maximum=30.0, step=0.5,  # A1111's slider: 1..30
+        hint="Classifier-free guidance: how closely the image follows the prompt.",
+    )
+    denoising_strength: float = setting(
+        0.75, "Denoising strength", minimum=0.0, maximum=1.0, step=0.01,  # A1111's slider
+        hint="1 replaces all content; the depth keeps the composition. Without an init image: 1.",
+    )
+    seed: int = setting(-1, "Seed", minimum=-1, maximum=MAX_SEED, hint="-1 draws a random one.")
+    batch_size: int = setting(
+        1, "Batch size", minimum=1, maximum=16, step=1,  # A1111's slider stops at 8
+        hint="Images per input, with seeds seed, seed + 1, ...",
+    )
+    mask_blur: int = setting_from(GeometryRequest, "mask_blur", hint="Softens the mask's edge, in pixels.")
+    resize_mode: int = setting_from(Geometry, "resize_mode")
     depth_range: tuple[float, float] | None = None
-    variation_seed: int = -1
-    variation_strength: float = 0.0
-    eta_noise_seed_delta: int = 0
-    rng: str = "CPU"
+    variation_seed: int = setting(
+        -1, "Variation seed", minimum=-1, maximum=MAX_SEED,
+        hint="A1111's variation seed; -1 draws a random one.",
+    )
+    variation_strength: float = setting(
+        0.0, "Variation strength", minimum=0.0, maximum=1.0, step=0.01,  # A1111's slider
+        hint="How far toward the variation seed's noise.",
+    )
+    eta_noise_seed_delta: int = setting(
+        0, "Eta noise seed delta", minimum=0, maximum=MAX_SEED,
+        hint="A1111's ENSD: shifts the ancestral samplers' step noise.",
+    )
+    rng: str = setting(
+        "CPU", "RNG source", choices=("CPU", "GPU"),  # A1111's "NV" is not supported
+        hint="Where the noise is drawn, as A1111's 'Random number generator source': CPU (the same "
+        "image on every device) or GPU (the model's device).",
+    )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         choose_sampler(self.sampler, self.schedule_type)
-        _check_int("variation_seed", self.variation_seed, -1, MAX_SEED, "Variation seed (-1 = random)")
-        _check_number("variation_strength", self.variation_strength, 0.0, 1.0, "Variation strength")
-        _check_int("eta_noise_seed_delta", self.eta_noise_seed_delta, 0, MAX_SEED, "Eta noise seed delta")
-        if self.rng not in RNG_SOURCES:
-            raise SettingsError(f"RNG must be one of {', '.join(RNG_SOURCES)}, got {self.rng!r}.")
-        _check_int("steps", self.steps, 1, MAX_STEPS, "Sampling steps")
-        _check_int("batch_size", self.batch_size, 1, MAX_BATCH, "Batch size")
-        _check_int("seed", self.seed, -1, MAX_SEED, "Seed (-1 = random)")
-        _check_int("mask_blur", self.mask_blur, 0, MAX_MASK_BLUR, "Mask blur")
-        _check_number("cfg_scale", self.cfg_scale, 0.0, MAX_CFG_SCALE, "CFG scale")
-        _check_number("denoising_strength", self.denoising_strength, 0.0, 1.0, "Denoising strength")
         for name in ("width", "height"):
             value = getattr(self, name)
-            if value is not None:
-                _check_int(name, value, MIN_SIDE, MAX_SIDE, name.capitalize())
-                if value % LATENT_FACTOR:
-                    raise SettingsError(f"{name.capitalize()} must be a multiple of 8, got {value}.")
-        if self.resize_mode not in RESIZE_MODES:
-            raise SettingsError(
-                f"Resize mode must be one of {', '.join(f'{k} ({v})' for k, v in RESIZE_MODES.items())}, "
-                f"got {self.resize_mode!r}."
-            )
+            if value is not None and value % LATENT_FACTOR:
+                raise SettingsError(f"{self.spec(name).label} must be a multiple of 8, got {value}.")
         if not isinstance(self.depth, Depth2imgArgs):
             raise SettingsError("depth must be a Depth2imgArgs; build it with Depth2imgArgs.from_values().")
         for name in ("init_image", "mask"):
@@ -182,13 +191,6 @@ class GenerationRequest:
         if self.init_image is not None:
             return self.init_image.size
         return load_image(self.depth.depth_image, name="your depth map").size
-
-
-REQUEST_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(GenerationRequest)
-    if f.name not in ("init_image", "mask", "depth", "depth_range")
-}
-"""A request's settings besides its images, with their defaults: what the CLI's flags and the app's fields give."""
 
 
 @dataclass
@@ -468,17 +470,3 @@ def _round8(value: float) -> int:
 
 def _wxh(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
-
-
-def _check_int(name: str, value: object, low: int, high: int, label: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise SettingsError(f"{label} ({name}) must be a whole number, got {value!r}.")
-    if not low <= value <= high:
-        raise SettingsError(f"{label} ({name}) must be between {low} and {high}, got {value}.")
-
-
-def _check_number(name: str, value: object, low: float, high: float, label: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or math.isnan(value):
-        raise SettingsError(f"{label} ({name}) must be a number, got {value!r}.")
-    if not low <= value <= high:
-        raise SettingsError(f"{label} ({name}) must be between {low:g} and {high:g}, got {value:g}.")

@@ -31,17 +31,8 @@ import gradio as gr
 
 from ..settings import Depth2imgArgs
 from ..depthmaps.values import depth_to_16bit
-from ..depthmaps.geometry import RESIZE_MODES, GeometryRequest
-from ..engine.pipeline import (
-    MAX_BATCH,
-    MAX_CFG_SCALE,
-    MAX_MASK_BLUR,
-    MAX_SIDE,
-    MAX_STEPS,
-    REQUEST_DEFAULTS,
-    GenerationRequest,
-    GenerationResult,
-)
+from ..depthmaps.geometry import GeometryRequest
+from ..engine.pipeline import GenerationRequest, GenerationResult
 from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from ..errors import Depth2imgError
 from ..images import load_image, make_output_folder, save_atomically
@@ -82,33 +73,29 @@ APP_STYLE = """
 
 @dataclass(frozen=True)
 class JobControl:
-    """How one `GenerationRequest` setting appears in the app; its default is the request's."""
+    """How one `GenerationRequest` setting appears in the app: the kind of control and what only
+    the app adds (`note` after the label, gradio options); label, bounds and default are the request's."""
 
-    label: str
     make: Callable[..., Any]
+    note: str = ""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+_FROM_IMAGE = 0  # a width/height of 0 means the init image's (or depth map's) own size
 JOB_CONTROLS: dict[str, JobControl] = {
-    "prompt": JobControl("Prompt", gr.Textbox, {"lines": 2, "placeholder": "what the picture becomes"}),
-    "negative_prompt": JobControl("Negative prompt", gr.Textbox, {"lines": 1}),
-    "sampler": JobControl("Sampling method", gr.Dropdown, {"choices": list(SAMPLER_NAMES)}),
-    "schedule_type": JobControl("Schedule type", gr.Dropdown, {"choices": list(SCHEDULE_TYPES)}),
-    "steps": JobControl("Sampling steps", gr.Slider, {"minimum": 1, "maximum": MAX_STEPS, "step": 1}),
-    "cfg_scale": JobControl("CFG scale", gr.Slider, {"minimum": 0, "maximum": MAX_CFG_SCALE, "step": 0.5}),
-    "denoising_strength": JobControl(
-        "Denoising strength", gr.Slider, {"minimum": 0, "maximum": 1, "step": 0.01}
-    ),
-    "seed": JobControl("Seed (-1 = random)", gr.Number, {"precision": 0}),
-    "width": JobControl("Width (0 = the image's)", gr.Slider, {"minimum": 0, "maximum": MAX_SIDE, "step": 8}),
-    "height": JobControl(
-        "Height (0 = the image's)", gr.Slider, {"minimum": 0, "maximum": MAX_SIDE, "step": 8}
-    ),
-    "batch_size": JobControl("Batch size", gr.Slider, {"minimum": 1, "maximum": MAX_BATCH, "step": 1}),
-    "mask_blur": JobControl("Mask blur", gr.Slider, {"minimum": 0, "maximum": MAX_MASK_BLUR, "step": 1}),
-    "resize_mode": JobControl(
-        "Resize mode", gr.Dropdown, {"choices": list(RESIZE_MODES.values()), "type": "index"}
-    ),
+    "prompt": JobControl(gr.Textbox, options={"lines": 2, "placeholder": "what the picture becomes"}),
+    "negative_prompt": JobControl(gr.Textbox, options={"lines": 1}),
+    "sampler": JobControl(gr.Dropdown, options={"choices": list(SAMPLER_NAMES)}),
+    "schedule_type": JobControl(gr.Dropdown, options={"choices": list(SCHEDULE_TYPES)}),
+    "steps": JobControl(gr.Slider),
+    "cfg_scale": JobControl(gr.Slider),
+    "denoising_strength": JobControl(gr.Slider),
+    "seed": JobControl(gr.Number, "-1 = random", {"precision": 0}),
+    "width": JobControl(gr.Slider, "0 = the image's", {"minimum": _FROM_IMAGE}),
+    "height": JobControl(gr.Slider, "0 = the image's", {"minimum": _FROM_IMAGE}),
+    "batch_size": JobControl(gr.Slider),
+    "mask_blur": JobControl(gr.Slider),
+    "resize_mode": JobControl(gr.Dropdown, options={"type": "index"}),  # the modes are 0, 1, 2, 3 in order
 }
 """The sampler settings, in the order of the generate callback's inputs after the two images."""
 SETTING_ROWS = (
@@ -117,9 +104,8 @@ SETTING_ROWS = (
 )
 GenerateOutputs = tuple[Any, Any, str, Any]
 """Generate's outputs: gallery, the depth map used (into the panel's preview), status, infotext."""
-_FROM_IMAGE = 0  # a width/height of 0 means the init image's (or depth map's) own size
-_DEFAULTS = {**REQUEST_DEFAULTS, "width": _FROM_IMAGE, "height": _FROM_IMAGE,
-             "resize_mode": RESIZE_MODES[REQUEST_DEFAULTS["resize_mode"]]}
+_DEFAULTS = {**GenerationRequest.defaults(), "width": _FROM_IMAGE, "height": _FROM_IMAGE}
+_DEFAULTS["resize_mode"] = dict(GenerationRequest.spec("resize_mode").choices)[_DEFAULTS["resize_mode"]]
 """The request's defaults as the controls show them."""
 
 
@@ -210,11 +196,9 @@ def build_app(services: EngineServices, outputs_dir: Path) -> DepthApp:
 def _preview_geometry(
     selected: Sequence[int], images: Sequence[Any], fields: Mapping[str, Any]
 ) -> tuple[Any, GeometryRequest]:
-    """The init image and the size and resize mode Generate will use (0: from the image)."""
-    return images[0], GeometryRequest(
-        width=int(fields["width"] or _FROM_IMAGE), height=int(fields["height"] or _FROM_IMAGE),
-        resize_mode=int(fields["resize_mode"] or 0),
-    )
+    """The init image and the size and resize mode Generate will use (0: not given, from the image)."""
+    width, height = (int(fields[side] or _FROM_IMAGE) or None for side in ("width", "height"))
+    return images[0], GeometryRequest(width=width, height=height, resize_mode=int(fields["resize_mode"] or 0))
 
 
 class JobRunner:
@@ -324,9 +308,16 @@ def _paragraph(message: str, classes: str) -> str:
 
 
 def _job_control(name: str) -> Any:
-    control = JOB_CONTROLS[name]
+    """The control of request field `name`: its label and bounds (sliders) or choices from the request."""
+    control, spec = JOB_CONTROLS[name], GenerationRequest.spec(name)
+    options: dict[str, Any] = {}
+    if control.make is gr.Slider:
+        options = {"minimum": spec.minimum, "maximum": spec.maximum, "step": spec.step}
+    elif spec.choices:
+        options = {"choices": [label for _, label in spec.choices]}
+    label = f"{spec.label} ({control.note})" if control.note else spec.label
     return control.make(
-        label=control.label, value=_DEFAULTS[name], elem_id=f"depth2img_app_{name}", **control.options
+        label=label, value=_DEFAULTS[name], elem_id=f"depth2img_app_{name}", **{**options, **control.options}
     )
 
 

@@ -111,8 +111,8 @@ class EngineServices:
         task_id: str | None = None,
     ) -> DepthResult:
         """The preview's depth map, through the cache and estimator that generation uses, at the
-        geometry Generate will use (its size rules: 0 = from the image); your own depth map alone
-        needs no checkpoint at all. The app shows no task progress: `task_id` is not used."""
+        geometry Generate will use (its size rules: a side not given comes from the image); your own
+        depth map alone needs no checkpoint at all. The app shows no task progress: `task_id` is not used."""
         image = load_init_image(image)
         frame = None
         if geometry is not None:
@@ -120,7 +120,7 @@ class EngineServices:
                 raise SettingsError("Depth2img: the standalone app inpaints the whole picture; "
                                     "'Only masked' is for A1111.")
             frame = GenerationRequest(
-                init_image=image, depth=args, width=geometry.width or None, height=geometry.height or None,
+                init_image=image, depth=args, width=geometry.width, height=geometry.height,
                 resize_mode=geometry.resize_mode,
             ).geometry
         with contextlib.ExitStack() as visits:

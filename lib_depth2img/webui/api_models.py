@@ -1,26 +1,29 @@
 """The request and response bodies of the depth2img routes, as pydantic models for A1111's `/docs`.
 
-`Depth2imgArgsModel` is generated from `Depth2imgArgs` (names, types, bounds, defaults, labels
-and hints), and validates each field with the same rule (`Depth2imgArgs.coerce`), so the schema
-that API users read and the checks their requests meet cannot drift apart. The same object goes
-into `alwayson_scripts: {"Depth2img": {"args": [<Depth2imgArgs>]}}` of `/sdapi/v1/img2img`.
+`Depth2imgArgsModel` and the geometry fields of `DepthRequest` are generated from the settings
+classes (`Depth2imgArgs`, `GeometryRequest`: names, types, bounds, choices, defaults, labels and
+hints), and validate each field with the same rule (`Settings.coerce`), so the schema that API
+users read and the checks their requests meet cannot drift apart. The same `Depth2imgArgs` object
+goes into `alwayson_scripts: {"Depth2img": {"args": [<Depth2imgArgs>]}}` of `/sdapi/v1/img2img`.
 Works with pydantic 1 (A1111, Forge before 2024) and pydantic 2 (newer hosts).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Collection
 from typing import Any, Literal, Optional
 
 import pydantic
 from pydantic import BaseModel, Field, create_model
 
 from ..settings import Depth2imgArgs
+from ..depthmaps.geometry import GeometryRequest
 from ..errors import SettingsError
 from ..checkpoints.download import DEFAULT_FORMAT, FORMATS
+from ..specs import Settings
 
 PYDANTIC_2 = pydantic.VERSION.startswith("2.")
-MAX_SIDE = 8192
+BASE64_NOTE = " Base64 (a data:image/...;base64, prefix allowed); never a file name."
 
 if PYDANTIC_2:
     from pydantic import ConfigDict, field_validator
@@ -40,39 +43,61 @@ else:
             extra = "forbid"
 
 
-def _check_field(name: str, value: Any) -> Any:
-    """Each field through `Depth2imgArgs`' own rule; its message becomes pydantic's."""
-    if name == "depth_image" and value is not None and not isinstance(value, str):
-        raise ValueError(f"Depth2img: 'depth_image' must be a base64-encoded image, got {type(value).__name__}.")
-    try:
-        return Depth2imgArgs.coerce(name, value)
-    except SettingsError as error:
-        raise ValueError(str(error)) from None
-
-
-def _args_model() -> type[BaseModel]:
+def settings_model(
+    source: type[Settings],
+    name: str,
+    *,
+    base: type[BaseModel] = StrictModel,
+    exclude: Collection[str] = (),
+    base64_images: Collection[str] = (),
+) -> type[BaseModel]:
+    """A pydantic model (on `base`) of `source`'s declared fields but `exclude`, each checked by
+    `source`'s own rule, whose message becomes pydantic's. `base64_images`: image fields, which
+    the API takes as base64 text (decoded by the route, never read as a file name)."""
+    defaults = source.defaults()
     fields = {}
-    for field in dataclasses.fields(Depth2imgArgs):
-        spec = Depth2imgArgs.spec(field.name)
+    for field_name, spec in source.specs():
+        if field_name in exclude:
+            continue
         description = f"{spec.label}. {spec.hint}".strip()
-        if field.name == "depth_image":
-            description += " Base64 (a data:image/...;base64, prefix allowed); never a file name."
+        if spec.choices:
+            description += f" One of {spec.choices_text}."
+        if field_name in base64_images:
+            description += BASE64_NOTE
             annotation: Any = Optional[str]
         else:
-            annotation = type(field.default)
-        fields[field.name] = (annotation, Field(
-            field.default, title=spec.label, description=description, ge=spec.minimum, le=spec.maximum,
+            annotation = _annotation(source.value_type(field_name), spec.choices, defaults[field_name])
+        fields[field_name] = (annotation, Field(
+            defaults[field_name], title=spec.label, description=description, ge=spec.minimum, le=spec.maximum,
         ))
+
+    def check(field_name: str, value: Any) -> Any:
+        if field_name in base64_images:
+            if value is not None and not isinstance(value, str):
+                kind = type(value).__name__
+                raise ValueError(f"Depth2img: '{field_name}' must be a base64-encoded image, got {kind}.")
+            return value
+        try:
+            return source.coerce(field_name, value)
+        except SettingsError as error:
+            raise ValueError(str(error)) from None
+
     if PYDANTIC_2:
-        check = field_validator("*", mode="before")(lambda cls, value, info: _check_field(info.field_name, value))
-    else:
-        check = validator("*", pre=True, allow_reuse=True)(lambda cls, value, field: _check_field(field.name, value))
-    return create_model(
-        "Depth2imgArgs", __base__=StrictModel, __validators__={"check_field": check}, **fields
-    )
+        validate = field_validator(*fields, mode="before")(lambda cls, value, info: check(info.field_name, value))
+    else:  # pydantic 1 passes the field by the parameter's name, `field`
+        validate = validator(*fields, pre=True, allow_reuse=True)(
+            lambda cls, value, field: check(field.name, value)
+        )
+    return create_model(name, __base__=base, __validators__={"check_setting": validate}, **fields)
 
 
-Depth2imgArgsModel = _args_model()
+def _annotation(kind: type | None, choices: tuple[tuple[Any, str], ...], default: Any) -> Any:
+    """The field's type for pydantic and its schema: choices as a Literal; optional when the default is None."""
+    annotation: Any = Literal[tuple(value for value, _ in choices)] if choices else (kind or Any)
+    return Optional[annotation] if default is None else annotation
+
+
+Depth2imgArgsModel = settings_model(Depth2imgArgs, "Depth2imgArgs", base64_images=("depth_image",))
 """Every `Depth2imgArgs` field by name; in `alwayson_scripts` also as positional values in this order."""
 
 
@@ -81,21 +106,18 @@ def set_fields(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(exclude_unset=True) if PYDANTIC_2 else model.dict(exclude_unset=True)
 
 
-class DepthRequest(StrictModel):
+class _DepthBody(StrictModel):
     image: Optional[str] = Field(None, description="Init image, base64; may be left out with args.depth_image.")
     args: Depth2imgArgsModel = Field(  # type: ignore[valid-type]
         default_factory=Depth2imgArgsModel, description="The Depth2img settings (the same as in alwayson_scripts)."
     )
     bit_depth: Literal[8, 16] = Field(8, description="8: a gray PNG to look at; 16: every level kept.")
-    width: Optional[int] = Field(None, ge=8, le=MAX_SIDE, description="The img2img job's width; with height.")
-    height: Optional[int] = Field(None, ge=8, le=MAX_SIDE, description="The img2img job's height; with width.")
-    resize_mode: int = Field(0, ge=0, le=3, description="A1111's resize mode: 0 just resize, 1 crop and "
-                             "resize, 2 resize and fill, 3 just resize (latent upscale).")
-    mask: Optional[str] = Field(None, description="Inpaint mask, base64 (white = repaint).")
-    inpaint_full_res: bool = Field(False, description="Inpaint area: Only masked (needs mask).")
-    inpaint_full_res_padding: int = Field(32, ge=0, le=MAX_SIDE, description="Only masked padding, pixels.")
-    mask_blur: int = Field(4, ge=0, le=64, description="Mask blur, pixels (changes the Only masked region).")
-    inpainting_mask_invert: bool = Field(False, description="Mask mode: Inpaint not masked.")
+
+
+DepthRequest = settings_model(
+    GeometryRequest, "DepthRequest", base=_DepthBody, exclude=("scale_by",), base64_images=("mask",)
+)
+"""The depth route's body: the image, the settings, and the img2img job's geometry under A1111's names."""
 
 
 class DepthResponse(BaseModel):
