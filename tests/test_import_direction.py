@@ -114,7 +114,7 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     ]
 
 
-CORE_FLOW = ("errors", "compat", "settings", "images", "checkpoints", "estimators", "depthmaps", "infotext")
+CORE_FLOW = ("errors", "compat", "specs", "settings", "images", "checkpoints", "estimators", "depthmaps", "infotext")
 """The core's packages in the order of the flow: each may import only those before it (and itself)."""
 
 
