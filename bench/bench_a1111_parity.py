@@ -29,13 +29,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from lib_depth2img.cli.a1111_params import read_parameters  # noqa: E402
-from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest  # noqa: E402
-from lib_depth2img.engine.samplers import SAMPLER_NAMES, choose_sampler  # noqa: E402
-from lib_depth2img.engine.schedule import img2img_encode_steps  # noqa: E402
-from lib_depth2img.infotext import model_hash  # noqa: E402
-from tier5 import test_real_webui as tier5  # noqa: E402
-from tier5.test_real_webui import WEBUI, extension_installed, png_b64, running_server  # noqa: E402
+from tier5 import test_real_webui as tier5
+from tier5.test_real_webui import WEBUI, extension_installed, png_b64, running_server
+
+from lib_depth2img.cli.a1111_params import read_parameters
+from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest
+from lib_depth2img.engine.samplers import SAMPLER_NAMES, choose_sampler
+from lib_depth2img.engine.schedule import img2img_encode_steps
+from lib_depth2img.infotext import model_hash
 
 DEPTH_CHECKPOINT = "512-depth-ema.safetensors"
 

@@ -24,14 +24,23 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .settings import Depth2imgArgs, DepthAdjustments
+from .depthmaps.geometry import GeometryRequest
 from .depthmaps.values import depth_to_16bit, depth_to_preview
 from .errors import Depth2imgError, SettingsError
-from .depthmaps.geometry import GeometryRequest
+from .settings import Depth2imgArgs, DepthAdjustments
 
 __all__ = [
-    "Depth2imgArgs", "DepthAdjustments", "Depth2imgError", "GeometryRequest", "SCRIPT_TITLE", "args_slice",
-    "depth_map", "depth_map_image", "find_script", "get_args", "set_args",
+    "SCRIPT_TITLE",
+    "Depth2imgArgs",
+    "Depth2imgError",
+    "DepthAdjustments",
+    "GeometryRequest",
+    "args_slice",
+    "depth_map",
+    "depth_map_image",
+    "find_script",
+    "get_args",
+    "set_args",
 ]
 
 SCRIPT_TITLE = "Depth2img"

@@ -40,8 +40,8 @@ def test_what_the_engine_cannot_honour_is_named():
     params = read_parameters(text, checkpoint_hash="0123456789")
     named = "\n".join(params.not_honoured)
     for entry in ("Hires upscale: 2", "Hires steps: 10", "Refiner: sdxl_refiner", "Lora hashes: film: abc",
-                  "Clip skip: 2", "Face restoration: CodeFormer", "RNG: NV", "another model: the image was "
-                  "made with other [aaaaaaaaaa]", "the prompt uses A1111 prompt syntax"):
+                  "Clip skip: 2", "Face restoration: CodeFormer", "RNG: NV", ("another model: the image was "
+                  "made with other [aaaaaaaaaa]"), "the prompt uses A1111 prompt syntax"):
         assert entry in named
     assert "Eta: 1" not in named  # A1111's default, which the engine does
     assert "rng" not in params.values

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support.pinned_packages import cache_folder, install_pinned
 
 A1111_PILLOW = "9.5.0"

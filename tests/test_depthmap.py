@@ -13,11 +13,11 @@ from lib_depth2img.depthmaps.values import (
     depth_to_16bit,
     depth_to_preview,
     gaussian_blur,
+    load_depth_map,
     normalize_depth,
     sequence_range,
 )
 from lib_depth2img.errors import SettingsError
-from lib_depth2img.depthmaps.values import load_depth_map
 from lib_depth2img.settings import DepthAdjustments
 
 RAMP = np.linspace(0.0, 1.0, 11, dtype=np.float32)[None, :]  # one row, 0.0, 0.1 ... 1.0

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.tiny_eps import tiny_eps
 
 from lib_depth2img.engine.denoiser import GuidedDenoiser
 from lib_depth2img.engine.samplers import ImageNoise, choose_sampler, plan_for, run_sampler
 from lib_depth2img.engine.schedule import NoiseSchedule
-from support.tiny_eps import tiny_eps
 
 REFERENCE = Path(__file__).parent / "data/a1111_samplers.npz"
 DATA = np.load(REFERENCE)

@@ -11,8 +11,8 @@ from webui_stub import harness
 from webui_stub.harness import gradient
 
 from lib_depth2img import external_code as depth2img
-from lib_depth2img.errors import SettingsError
 from lib_depth2img.depthmaps.values import load_depth_map
+from lib_depth2img.errors import SettingsError
 
 webui, started = harness.webui, harness.started  # pytest fixtures
 

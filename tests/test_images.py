@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.errors import Depth2imgError, ImageError
 from lib_depth2img.depthmaps.values import load_depth_map
+from lib_depth2img.errors import Depth2imgError, ImageError
 from lib_depth2img.images import load_image, save_atomically
 
 

@@ -359,11 +359,11 @@ def test_preview_asks_the_browser_for_the_selected_tabs_and_a_task_id():
     img2img_demo, _, _ = build("img2img")
     txt2img_demo, _, _ = build("txt2img")
     preview_js = page_scripts(img2img_demo)
-    assert preview_js == ['(...args) => depth2imgPreviewInputs(["mode_img2img"], 5, '
-                          f'{1 + 1 + 5 + 13}, "depth2img_img2img_preview_image", "img2img", args)']
+    assert preview_js == [('(...args) => depth2imgPreviewInputs(["mode_img2img"], 5, '
+                           f'{1 + 1 + 5 + 13}, "depth2img_img2img_preview_image", "img2img", args)')]
     txt2img_js = page_scripts(txt2img_demo)
-    assert txt2img_js == ['(...args) => depth2imgPreviewInputs([], 0, 14, "depth2img_txt2img_preview_image", '
-                          '"txt2img", args)']
+    assert txt2img_js == [('(...args) => depth2imgPreviewInputs([], 0, 14, "depth2img_txt2img_preview_image", '
+                           '"txt2img", args)')]
 
 
 def test_preview_reads_the_geometry_of_the_job_and_passes_the_task_id(services, gradient_image):
@@ -376,7 +376,7 @@ def test_preview_reads_the_geometry_of_the_job_and_passes_the_task_id(services, 
         return images[selected[0]], GeometryRequest(int(values["width"]), int(values["height"]),
                                                     int(values["resize_mode"]))
 
-    demo, panel, sources = build(services=services, fields=fields, read=read)
+    demo, panel, _ = build(services=services, fields=fields, read=read)
     preview = handler(demo, panel.preview_button)
     shown, _, status = preview("task(abc)", 0, gradient_image, None, None, None, None, 32, 40, 1, *values(panel))
     assert shown.size == (32, 40) and "32 x 40" in status

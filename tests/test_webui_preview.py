@@ -12,8 +12,8 @@ import pytest
 import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
 from modules import call_queue, processing, progress, shared
 from PIL import Image
-from webui_stub import harness
 from support.gradio_events import choice_labels, event_of
+from webui_stub import harness
 from webui_stub.harness import gradient
 
 from lib_depth2img.depthmaps.geometry import GeometryRequest
@@ -105,7 +105,7 @@ def test_preview_of_inpaint_upload_with_an_inverted_mask(started):
                           inpaint_full_res_padding=32, width=64, height=64,  # the tab's padding default
                           depth2img={"enabled": True, "append_depth": True})
     assert np.array_equal(appended_depth(processing.process_images(p)), np.asarray(shown))
-    x, y, w, h = p.paste_to
+    x, y, w, _ = p.paste_to
     assert x <= 20 and y <= 20 and x + w >= 60 and w < image.width  # around the repainted rectangle
 
 

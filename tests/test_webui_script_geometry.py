@@ -212,7 +212,7 @@ def test_txt2img_latent_hires_with_a_conditioning_mask_weight_below_1_takes_the_
     shared.opts.data["inpainting_mask_weight"] = 0.5
     own = gradient(64, 64).convert("L")
     started.txt2img(depth2img={"enabled": True, "depth_image": own}, enable_hr=True, hr_scale=2, hr_upscaler="Latent")
-    first, second = started.model.unet_calls
+    _, second = started.model.unet_calls
     assert second.shape == (1, 1, 16, 16) and torch.all(second[0, 0, :, -1] > second[0, 0, :, 0])
 
 

@@ -10,8 +10,8 @@ import pytest
 import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
 from modules import images, infotext_utils, processing, script_callbacks, shared
 from PIL import Image
-from webui_stub import harness
 from support.gradio_events import event_of
+from webui_stub import harness
 from webui_stub.harness import FIELDS, gradient
 
 from lib_depth2img.errors import SettingsError

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import INFOTEXT_PREFIX, Depth2imgArgs
 from ..errors import SettingsError
 from ..infotext import Infotext, read_infotext
+from ..settings import INFOTEXT_PREFIX, Depth2imgArgs
 
 FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Steps": ("steps", int),

@@ -6,8 +6,8 @@ import argparse
 
 import torch
 
-from ..settings import Depth2imgArgs
 from ..errors import SettingsError
+from ..settings import Depth2imgArgs
 from ..specs import Settings, format_number
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

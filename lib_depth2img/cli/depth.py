@@ -19,15 +19,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..settings import Depth2imgArgs
-from ..estimators import ESTIMATORS, DepthEstimator
-from ..estimators.registry import resolution_note
+from ..checkpoints.download import default_models_root
 from ..depthmaps.source import depth_for_images
 from ..depthmaps.values import depth_to_16bit, depth_to_preview
 from ..errors import Depth2imgError, WeightsError
+from ..estimators import ESTIMATORS, DepthEstimator
 from ..estimators.files import estimator_hint, find_weights, missing_weights_message
+from ..estimators.registry import resolution_note
 from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
-from ..checkpoints.download import default_models_root
+from ..settings import Depth2imgArgs
 from .common import add_setting_flag
 
 DEPTH_SETTINGS = ("net_size", "invert", "far_clip", "near_clip", "gamma", "blur")

@@ -48,15 +48,15 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
-from ..estimators import ESTIMATORS, DepthEstimator
 from ..depthmaps.cache import DepthCache
 from ..depthmaps.values import depth_to_16bit
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest, resolve_seed
 from ..engine.samplers import ProgressCallback
 from ..errors import Depth2imgError, ImageError, SettingsError
+from ..estimators import ESTIMATORS, DepthEstimator
 from ..images import IMAGE_EXTENSIONS, load_image, make_output_folder, save_atomically
 from ..infotext import model_hash, png_info
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from .a1111_params import A1111Parameters, parameters_of_png
 from .common import add_device_flags, add_setting_flag, device_and_dtype
 from .depth import DEPTH_SETTINGS

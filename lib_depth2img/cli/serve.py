@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import Depth2imgError
 from ..checkpoints.download import MODELS_DIR_ENV_VAR, default_models_dir
+from ..errors import Depth2imgError
 from .common import add_device_flags, device_and_dtype
 
 DEFAULT_HOST = "127.0.0.1"

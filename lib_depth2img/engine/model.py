@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..estimators import DepthEstimator, build_dpt
 from ..checkpoints.reader import open_checkpoint
 from ..errors import WeightsError
+from ..estimators import DepthEstimator, build_dpt
 from .text_encoder import OpenCLIPTextEncoder, TextConfig
 from .unet import UNetConfig, UNetModel
 from .vae import AutoencoderKL, VAEConfig

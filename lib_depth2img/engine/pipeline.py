@@ -34,15 +34,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
-from ..estimators import DepthEstimator
 from ..depthmaps.cache import DepthCache
+from ..depthmaps.geometry import Geometry, GeometryRequest, fit_image, fit_map
 from ..depthmaps.source import depth_for_images, estimate_raw_depths
 from ..depthmaps.values import depth_conditioning, depth_to_preview, gaussian_blur, sequence_range
 from ..errors import SettingsError
-from ..depthmaps.geometry import Geometry, GeometryRequest, fit_image, fit_map
+from ..estimators import DepthEstimator
 from ..images import load_image
 from ..infotext import build_infotext, model_hash
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..specs import Settings, setting, setting_from
 from .denoiser import GuidedDenoiser
 from .model import LATENT_CHANNELS, SD2DepthModel, load_checkpoint

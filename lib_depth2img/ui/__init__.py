@@ -16,10 +16,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
-from ..settings import Depth2imgArgs
+from ..depthmaps.geometry import GeometryRequest
 from ..depthmaps.source import DepthResult
 from ..depthmaps.values import depth_to_16bit, depth_to_preview
-from ..depthmaps.geometry import GeometryRequest
+from ..settings import Depth2imgArgs
 
 InstallProgress = Callable[[int, "int | None"], None]
 """Called with (bytes done, total bytes or None) while the depth model or estimator weights download."""

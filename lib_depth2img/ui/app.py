@@ -29,14 +29,14 @@ from typing import Any
 
 import gradio as gr
 
-from ..settings import Depth2imgArgs
-from ..depthmaps.values import depth_to_16bit
 from ..depthmaps.geometry import GeometryRequest
+from ..depthmaps.values import depth_to_16bit
 from ..engine.pipeline import GenerationRequest, GenerationResult
 from ..engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES
 from ..errors import Depth2imgError
 from ..images import load_image, make_output_folder, save_atomically
 from ..infotext import png_info
+from ..settings import Depth2imgArgs
 from .engine_services import EngineServices, load_init_image
 from .panel import (
     DepthPanel,

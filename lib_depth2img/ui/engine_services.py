@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..checkpoints.discovery import find_depth_checkpoints
+from ..checkpoints.download import download_depth_model
 from ..depthmaps.cache import DepthCache
+from ..depthmaps.geometry import GeometryRequest
 from ..depthmaps.source import DepthResult, depth_for_images
 from ..engine import write_demo_checkpoint
 from ..engine.pipeline import Depth2ImgPipeline, GenerationRequest
 from ..errors import SettingsError, WeightsError
 from ..estimators.files import OFFICIAL_DOWNLOADS, find_weights, install_estimator, missing_weights_message
-from ..depthmaps.geometry import GeometryRequest
 from ..images import load_image
-from ..checkpoints.download import download_depth_model
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from . import InstallProgress
 
 if TYPE_CHECKING:

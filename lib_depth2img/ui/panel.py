@@ -42,12 +42,12 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from ..settings import Depth2imgArgs
-from ..estimators.registry import resolution_note
+from ..depthmaps.geometry import GeometryRequest
 from ..depthmaps.source import DepthOrigin, DepthResult
 from ..depthmaps.values import depth_to_preview
 from ..errors import Depth2imgError
-from ..depthmaps.geometry import GeometryRequest
+from ..estimators.registry import resolution_note
+from ..settings import Depth2imgArgs
 from . import DepthServices, depth_png
 
 log = logging.getLogger(__name__)

@@ -45,15 +45,23 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from ..settings import Depth2imgArgs
-from ..errors import AccessDenied, Depth2imgError, ImageError, Interrupted, SettingsError, WeightsError
-from ..depthmaps.geometry import GeometryRequest
-from ..images import load_base64_image
 from ..checkpoints.download import DownloadError
+from ..depthmaps.geometry import GeometryRequest
+from ..errors import AccessDenied, Depth2imgError, ImageError, Interrupted, SettingsError, WeightsError
+from ..images import load_base64_image
+from ..settings import Depth2imgArgs
 from ..ui import DepthApiServices, depth_png
 from .api_models import (
-    DepthRequest, DepthResponse, InstallEstimatorRequest, InstallEstimatorResponse, InstallRequest, InstallResponse,
-    PYDANTIC_2, ModelsResponse, ScriptArgsResponse, set_fields,
+    PYDANTIC_2,
+    DepthRequest,
+    DepthResponse,
+    InstallEstimatorRequest,
+    InstallEstimatorResponse,
+    InstallRequest,
+    InstallResponse,
+    ModelsResponse,
+    ScriptArgsResponse,
+    set_fields,
 )
 
 ROUTE_PREFIX = "/depth2img/v1"

@@ -16,10 +16,10 @@ from typing import Any, Literal, Optional
 import pydantic
 from pydantic import BaseModel, Field, create_model
 
-from ..settings import Depth2imgArgs
+from ..checkpoints.download import DEFAULT_FORMAT, FORMATS
 from ..depthmaps.geometry import GeometryRequest
 from ..errors import SettingsError
-from ..checkpoints.download import DEFAULT_FORMAT, FORMATS
+from ..settings import Depth2imgArgs
 from ..specs import Settings
 
 PYDANTIC_2 = pydantic.VERSION.startswith("2.")

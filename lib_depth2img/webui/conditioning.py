@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from modules import devices
 
-from ..settings import Depth2imgArgs
+from ..depthmaps.geometry import Geometry
 from ..depthmaps.values import depth_conditioning
 from ..errors import SettingsError
-from ..depthmaps.geometry import Geometry
+from ..settings import Depth2imgArgs
 from . import depth_service, host
 from .api import a1111_api_status
 

@@ -32,13 +32,13 @@ from modules import devices, images, masking, paths, processing, sd_models, shar
 from PIL import Image
 from torch import nn
 
-from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from ..depthmaps.cache import DepthCache
+from ..depthmaps.geometry import Geometry, GeometryRequest, fit_image
 from ..depthmaps.source import DepthResult, EstimationProgress, depth_for_images
 from ..errors import AccessDenied, Interrupted, SettingsError, WeightsError
-from ..estimators.files import OFFICIAL_DOWNLOADS, find_weights, install_estimator as download_estimator
-from ..estimators.files import missing_weights_message
-from ..depthmaps.geometry import Geometry, GeometryRequest, fit_image
+from ..estimators.files import OFFICIAL_DOWNLOADS, find_weights, missing_weights_message
+from ..estimators.files import install_estimator as download_estimator
+from ..settings import EMBEDDED_ESTIMATOR, Depth2imgArgs
 from . import checkpoint_swap, settings
 
 if TYPE_CHECKING:

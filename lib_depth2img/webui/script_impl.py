@@ -22,11 +22,10 @@ from typing import Any
 from fastapi.routing import APIRoute
 from modules import images, script_callbacks
 
-from ..settings import Depth2imgArgs
-from ..depthmaps.values import depth_to_16bit, depth_to_preview
+from ..depthmaps.values import depth_to_16bit, depth_to_preview, load_depth_map
 from ..errors import ImageError, SettingsError
-from ..depthmaps.values import load_depth_map
 from ..images import IMAGE_EXTENSIONS, load_base64_image
+from ..settings import Depth2imgArgs
 from . import api, checkpoint_swap, depth_service, infotext_xyz, settings
 from .conditioning import TXT2IMG_NEEDS_DEPTH_MAP, DepthConditioner
 from .preview import PreviewWiring

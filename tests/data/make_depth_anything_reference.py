@@ -24,10 +24,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/ for support.seeded_weights
 sys.path.insert(0, str(HERE.parents[1]))  # the repository, for lib_depth2img.compat
-from support.seeded_weights import seeded_state_dict  # noqa: E402
+from support.seeded_weights import seeded_state_dict
 
-from lib_depth2img import compat  # noqa: E402
-from lib_depth2img.estimators.timm_parts import building_on  # noqa: E402  (meta device, linspace kept on the CPU)
+from lib_depth2img import compat
+from lib_depth2img.estimators.timm_parts import building_on
 
 SEED = 20240613
 TINY = {"embed_dim": 64, "depth": 4, "num_heads": 2, "img_size": 70, "features": 16, "out_channels": [8, 16, 32, 32]}

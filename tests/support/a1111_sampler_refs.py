@@ -31,8 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.support.tiny_eps import make_weights, tiny_eps  # noqa: E402
-from tests.support.webui import webui_checkout  # noqa: E402
+from tests.support.tiny_eps import make_weights, tiny_eps
+from tests.support.webui import webui_checkout
 
 OUTPUT = REPO / "tests/data/a1111_samplers.npz"
 LATENT_SHAPE = (4, 8, 8)
@@ -76,7 +76,7 @@ def load_source(path: Path, names: list[str], namespace: dict) -> dict:
     """Exec the top-level functions/classes `names` of a source file in `namespace`."""
     tree = ast.parse(path.read_text())
     nodes = [n for n in tree.body if getattr(n, "name", None) in names]
-    exec(compile(ast.Module(body=nodes, type_ignores=[]), str(path), "exec"), namespace)
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102  (A1111's own functions, as the reference)
     return namespace
 
 
@@ -84,7 +84,7 @@ def method_source(path: Path, class_name: str, method: str, namespace: dict):
     tree = ast.parse(path.read_text())
     cls = next(n for n in tree.body if getattr(n, "name", None) == class_name)
     node = next(n for n in cls.body if getattr(n, "name", None) == method)
-    exec(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"), namespace)
+    exec(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102
     return namespace[method]
 
 

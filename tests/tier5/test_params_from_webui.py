@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_real_webui
 from PIL import Image
 from support.webui import extension_installed, running_server
 from test_real_webui import WEBUI, png_b64
-
-import test_real_webui
 
 pytestmark = [
     pytest.mark.webui,

@@ -22,8 +22,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.webui import (
-    BASE_CHECKPOINT, DEPTH_CHECKPOINT, EXTENSION_NAME, Server, extension_installed, running_server,
-    show_depth_map_in_chromium, webui_checkout,
+    BASE_CHECKPOINT,
+    DEPTH_CHECKPOINT,
+    EXTENSION_NAME,
+    Server,
+    extension_installed,
+    running_server,
+    show_depth_map_in_chromium,
+    webui_checkout,
 )
 
 WEBUI = webui_checkout()

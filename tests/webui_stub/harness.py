@@ -20,8 +20,16 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from modules import (
-    call_queue, errors, gradio_extensons, images, processing, script_callbacks, script_loading, scripts,
-    sd_models, shared,
+    call_queue,
+    errors,
+    gradio_extensons,
+    images,
+    processing,
+    script_callbacks,
+    script_loading,
+    scripts,
+    sd_models,
+    shared,
 )
 from modules.api.api import Api
 from PIL import Image

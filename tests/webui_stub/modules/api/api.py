@@ -74,7 +74,7 @@ def api_middleware(app: FastAPI) -> None:
     async def exception_handling(request: Request, call_next):
         try:
             return await call_next(request)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (A1111 turns any error into its JSON answer)
             return handle_exception(request, e)
 
     @app.exception_handler(Exception)
@@ -117,7 +117,7 @@ class Api:
             if script is None:
                 raise HTTPException(status_code=422, detail=f"always on script {name} not found")
             if "args" in entry:
-                for idx in range(0, min((script.args_to - script.args_from), len(entry["args"]))):
+                for idx in range(min((script.args_to - script.args_from), len(entry["args"]))):
                     script_args[script.args_from + idx] = entry["args"][idx]
         return script_args
 
