@@ -29,7 +29,7 @@ def test_image_and_depth_map_tests_pass_under_a1111_pillow(a1111_pillow_site):
     assert version == A1111_PILLOW
     child = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/test_images.py", "tests/test_depthmap.py", "tests/test_depth_source.py"],
+         "tests/test_images.py", "tests/test_depthmaps_values.py", "tests/test_depthmaps_source.py"],
         cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=600, check=False,
     )
     assert child.returncode == 0, child.stdout[-4000:]

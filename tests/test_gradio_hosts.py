@@ -35,8 +35,8 @@ HOST_STACKS = {
 """Each host's web stack as its requirements file pins it (A1111 v1.10.1, Forge dfdcbab6)."""
 SHARED_PINS = ("numpy", "pillow")
 """Held at this environment's versions, so the stack's dependencies cannot move them."""
-TESTS = ("tests/test_panel.py", "tests/test_app.py", "tests/test_external_code.py", *map(str, sorted(
-    (REPO_ROOT / "tests").glob("test_webui_*.py"))))
+TESTS = ("tests/test_external_code.py", *(str(path) for pattern in ("test_ui_*.py", "test_webui_*.py")
+                                          for path in sorted((REPO_ROOT / "tests").glob(pattern))))
 """Everything that builds the panel or the app, or goes through the adapter and its routes."""
 INSTALL_TIMEOUT = 900
 RUN_TIMEOUT = 900

@@ -1,4 +1,6 @@
-"""Decoding users' images: every source kind, every bit depth, and every way a file can be bad."""
+"""Decoding users' images: every source kind, every bit depth, and every way a file can be bad.
+
+Reading a depth map file into values is tested with the depth-map maths (test_depthmaps_values.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_depth2img.depthmaps.values import load_depth_map
 from lib_depth2img.errors import Depth2imgError, ImageError
 from lib_depth2img.images import load_image, save_atomically
 
@@ -47,7 +48,6 @@ def test_every_source_kind_gives_the_same_pixels(save_image):
 def test_one_by_one_image_works(save_image):
     image = load_image(save_image("dot.png", np.full((1, 1), 7, np.uint8)))
     assert image.size == (1, 1) and image.getpixel((0, 0)) == 7
-    assert load_depth_map(save_image("dot16.png", np.full((1, 1), 65535, np.uint16))).tolist() == [[1.0]]
 
 
 def test_exif_orientation_is_applied_once(exif_rotated_jpeg):
@@ -154,68 +154,6 @@ def test_bad_base64_and_bad_arrays_are_explained():
         load_image(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ImageError, match="cannot read an image from a int"):
         load_image(42)
-
-
-# -- depth maps --------------------------------------------------------------------------------
-
-
-def test_8bit_depth_map_is_divided_by_255(save_image):
-    path = save_image("depth.png", np.array([[0, 51, 255]], np.uint8))
-    depth = load_depth_map(path)
-    assert depth.dtype == np.float32
-    np.testing.assert_allclose(depth, [[0.0, 0.2, 1.0]], atol=1e-6)
-
-
-def test_16bit_depth_map_keeps_16bit_precision(save_image):
-    levels = np.array([[0, 1, 2, 65534, 65535]], np.uint16)
-    depth = load_depth_map(save_image("depth16.png", levels))
-    np.testing.assert_allclose(depth * 65535, levels, atol=1e-2)
-    assert len(np.unique(depth)) == 5  # neighbouring 16-bit levels stay apart
-
-
-def test_32bit_integer_depth_map(save_image):
-    sixteen_bit_range = Image.fromarray(np.array([[0, 32768, 65535]], np.int32), mode="I")
-    np.testing.assert_allclose(load_depth_map(sixteen_bit_range), [[0, 32768 / 65535, 1]], atol=1e-6)
-    wide_range = Image.fromarray(np.array([[-100, 0, 100]], np.int32), mode="I")
-    np.testing.assert_allclose(load_depth_map(wide_range), [[0, 0.5, 1]], atol=1e-6)
-
-
-def test_float_tiff_depth_map(save_image):
-    unit = np.array([[0.0, 0.25, 1.0]], np.float32)
-    np.testing.assert_allclose(load_depth_map(save_image("unit.tif", Image.fromarray(unit, "F"))), unit)
-    metres = np.array([[2.0, 4.0, 10.0]], np.float32)
-    np.testing.assert_allclose(
-        load_depth_map(save_image("metres.tif", Image.fromarray(metres, "F"))), [[0.0, 0.25, 1.0]]
-    )
-    broken = np.array([[0.0, np.inf]], np.float32)
-    with pytest.raises(ImageError, match="NaN or infinite"):
-        load_depth_map(save_image("inf.tif", Image.fromarray(broken, "F")))
-
-
-def test_colour_depth_maps_use_luma_in_float(save_image):
-    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 10, 10]]], np.uint8)
-    expected = [[0.299, 0.587, 0.114, 10 / 255]]
-    np.testing.assert_allclose(load_depth_map(save_image("rgb.png", rgb)), expected, atol=1e-5)
-    rgba = np.concatenate([rgb, np.zeros((1, 4, 1), np.uint8)], axis=2)  # alpha is ignored
-    np.testing.assert_allclose(load_depth_map(save_image("rgba.png", rgba)), expected, atol=1e-5)
-
-
-def test_bilevel_depth_map_is_zero_or_one():
-    bilevel = Image.fromarray(np.array([[0, 255]], np.uint8)).convert("1")
-    np.testing.assert_array_equal(load_depth_map(bilevel), [[0.0, 1.0]])
-
-
-def test_palette_depth_map_uses_its_palette_colours(save_image):
-    palette_image = Image.fromarray(np.array([[0, 1]], np.uint8), mode="P")
-    palette_image.putpalette([255, 255, 255, 0, 0, 0])  # index 0 is white, index 1 black
-    np.testing.assert_allclose(load_depth_map(save_image("palette.png", palette_image)), [[1.0, 0.0]])
-
-
-def test_depth_map_errors_name_the_file(tmp_path):
-    with pytest.raises(ImageError, match=r"gone\.png: file not found"):
-        load_depth_map(tmp_path / "gone.png")
-    with pytest.raises(ImageError, match=r"^your map: the file is empty"):
-        load_depth_map(b"", name="your map")
 
 
 # -- writing ---------------------------------------------------------------------------------------

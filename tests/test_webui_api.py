@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_panel import CHECKPOINT_TITLE, StandInServices
+from test_ui_panel import CHECKPOINT_TITLE, StandInServices
 
 from lib_depth2img.checkpoints.download import DownloadError
 from lib_depth2img.depthmaps.geometry import GeometryRequest

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import webui_stub  # noqa: F401  (first: A1111's `modules` for the adapter)
-from test_panel import handler
+from test_ui_panel import handler
 from webui_stub import harness
 
 from lib_depth2img.checkpoints import download as model_download

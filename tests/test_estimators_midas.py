@@ -1,4 +1,4 @@
-"""The MiDaS DPT networks (Depth Anything: test_depth_anything.py): full-size layout against the published facts, tiny forward passes, timm parity."""
+"""The MiDaS DPT networks (Depth Anything: test_estimators_depth_anything.py): full-size layout against the published facts, tiny forward passes, timm parity."""
 
 import copy
 from pathlib import Path
