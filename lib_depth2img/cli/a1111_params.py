@@ -9,29 +9,17 @@ nothing is silently dropped. Entries that do not change the picture (Version, ..
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.pipeline import GenerationRequest
 from ..errors import SettingsError
 from ..infotext import Infotext, read_infotext
 from ..settings import INFOTEXT_PREFIX, Depth2imgArgs
 
-FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "Steps": ("steps", int),
-    "Sampler": ("sampler", str),
-    "Schedule type": ("schedule_type", str),
-    "CFG scale": ("cfg_scale", float),
-    "Seed": ("seed", int),
-    "Denoising strength": ("denoising_strength", float),
-    "Variation seed": ("variation_seed", int),
-    "Variation seed strength": ("variation_strength", float),
-    "ENSD": ("eta_noise_seed_delta", int),
-    "RNG": ("rng", str),
-    "Mask blur": ("mask_blur", int),
-}
-"""A1111 infotext key -> (GenerationRequest field, how to read the value)."""
+FIELDS: dict[str, str] = {spec.infotext: name for name, spec in GenerationRequest.specs() if spec.infotext}
+"""A1111 infotext key -> `GenerationRequest` field, from the request's own declarations."""
 
 NO_EFFECT = frozenset({"Version", "User", "Init image hash", "Model", "Size-1", "Size-2", "Pad conds"})
 """Entries that do not change the picture ("Pad conds": only prompts over 75 tokens get padded)."""
@@ -70,12 +58,10 @@ def read_parameters(text: str, checkpoint_hash: str | None = None) -> A1111Param
     depth_entries = {key: value for key, value in info.params.items() if key.startswith(INFOTEXT_PREFIX)}
     depth = Depth2imgArgs.from_infotext(depth_entries) if depth_entries else None
     for key, value in info.params.items():
-        if key in FIELDS:
-            name, read = FIELDS[key]
-            try:
-                values[name] = read(value)
-            except ValueError:
-                raise SettingsError(f"The image's '{key}: {value}' is not a valid {read.__name__}.") from None
+        if key == "RNG" and value == "NV":
+            not_honoured.append("RNG: NV (NVidia's generator; the engine draws with torch: CPU or GPU)")
+        elif key in FIELDS:
+            values[FIELDS[key]] = _request_value(FIELDS[key], key, value)
         elif key == "Size":
             values["width"], values["height"] = _size(value)
         elif key == "Model hash":
@@ -87,9 +73,6 @@ def read_parameters(text: str, checkpoint_hash: str | None = None) -> A1111Param
             continue
         else:
             not_honoured.append(f"{key}: {value}")
-    if values.get("rng") == "NV":
-        not_honoured.append("RNG: NV (NVidia's generator; the engine draws with torch: CPU or GPU)")
-        del values["rng"]
     return A1111Parameters(values, depth, not_honoured)
 
 
@@ -98,6 +81,14 @@ def parameters_of_png(path: Path, checkpoint_hash: str | None = None) -> A1111Pa
     if not text:
         raise SettingsError(f"{path} holds no A1111 parameters (no 'parameters' text in the PNG).")
     return read_parameters(text, checkpoint_hash)
+
+
+def _request_value(name: str, key: str, value: str) -> Any:
+    """The entry as the request field's type, within its bounds; the message names the entry."""
+    try:
+        return GenerationRequest.coerce(name, value)
+    except SettingsError as error:
+        raise SettingsError(f"The image's '{key}: {value}' cannot be used: {error}") from None
 
 
 def _size(value: str) -> tuple[int, int]:

@@ -87,43 +87,45 @@ class GenerationRequest(Settings):
     depth: Depth2imgArgs = field(default_factory=lambda: Depth2imgArgs(enabled=True))
     width: int | None = setting(None, "Width", minimum=MIN_SIDE, maximum=MAX_SIDE, step=8, hint=_SIZE_HINT)
     height: int | None = setting(None, "Height", minimum=MIN_SIDE, maximum=MAX_SIDE, step=8, hint=_SIZE_HINT)
-    steps: int = setting(20, "Sampling steps", minimum=1, maximum=150, step=1)  # A1111's slider
+    steps: int = setting(20, "Sampling steps", "Steps", minimum=1, maximum=150, step=1)  # A1111's slider
     sampler: str = setting(
-        DEFAULT_SAMPLER, "Sampling method", hint=f"A1111's name: {', '.join(SAMPLER_NAMES)}."
+        DEFAULT_SAMPLER, "Sampling method", "Sampler", hint=f"A1111's name: {', '.join(SAMPLER_NAMES)}."
     )
     schedule_type: str = setting(
-        AUTOMATIC, "Schedule type", hint=f"{', '.join(SCHEDULE_TYPES)} (Automatic: the sampler's own)."
+        AUTOMATIC, "Schedule type", "Schedule type", hint=f"{', '.join(SCHEDULE_TYPES)} (Automatic: the sampler's own)."
     )
     cfg_scale: float = setting(
-        7.0, "CFG scale", minimum=0.0, maximum=30.0, step=0.5,  # A1111's slider: 1..30
+        7.0, "CFG scale", "CFG scale", minimum=0.0, maximum=30.0, step=0.5,  # A1111's slider: 1..30
         hint="Classifier-free guidance: how closely the image follows the prompt.",
     )
     denoising_strength: float = setting(
-        0.75, "Denoising strength", minimum=0.0, maximum=1.0, step=0.01,  # A1111's slider
+        0.75, "Denoising strength", "Denoising strength", minimum=0.0, maximum=1.0, step=0.01,  # A1111's slider
         hint="1 replaces all content; the depth keeps the composition. Without an init image: 1.",
     )
-    seed: int = setting(-1, "Seed", minimum=-1, maximum=MAX_SEED, hint="-1 draws a random one.")
+    seed: int = setting(-1, "Seed", "Seed", minimum=-1, maximum=MAX_SEED, hint="-1 draws a random one.")
     batch_size: int = setting(
         1, "Batch size", minimum=1, maximum=16, step=1,  # A1111's slider stops at 8
         hint="Images per input, with seeds seed, seed + 1, ...",
     )
-    mask_blur: int = setting_from(GeometryRequest, "mask_blur", hint="Softens the mask's edge, in pixels.")
+    mask_blur: int = setting_from(
+        GeometryRequest, "mask_blur", infotext="Mask blur", hint="Softens the mask's edge, in pixels."
+    )
     resize_mode: int = setting_from(Geometry, "resize_mode")
     depth_range: tuple[float, float] | None = None
     variation_seed: int = setting(
-        -1, "Variation seed", minimum=-1, maximum=MAX_SEED,
+        -1, "Variation seed", "Variation seed", minimum=-1, maximum=MAX_SEED,
         hint="A1111's variation seed; -1 draws a random one.",
     )
     variation_strength: float = setting(
-        0.0, "Variation strength", minimum=0.0, maximum=1.0, step=0.01,  # A1111's slider
+        0.0, "Variation strength", "Variation seed strength", minimum=0.0, maximum=1.0, step=0.01,  # A1111's slider
         hint="How far toward the variation seed's noise.",
     )
     eta_noise_seed_delta: int = setting(
-        0, "Eta noise seed delta", minimum=0, maximum=MAX_SEED,
+        0, "Eta noise seed delta", "ENSD", minimum=0, maximum=MAX_SEED,
         hint="A1111's ENSD: shifts the ancestral samplers' step noise.",
     )
     rng: str = setting(
-        "CPU", "RNG source", choices=("CPU", "GPU"),  # A1111's "NV" is not supported
+        "CPU", "RNG source", "RNG", choices=("CPU", "GPU"),  # A1111's "NV" is not supported
         hint="Where the noise is drawn, as A1111's 'Random number generator source': CPU (the same "
         "image on every device) or GPU (the model's device).",
     )
