@@ -29,8 +29,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from support.webui import extension_installed, png_b64, running_server
 from tier5 import test_real_webui as tier5
-from tier5.test_real_webui import WEBUI, extension_installed, png_b64, running_server
+from tier5.test_real_webui import WEBUI
 
 from lib_depth2img.cli.a1111_params import read_parameters
 from lib_depth2img.engine.pipeline import Depth2ImgPipeline, GenerationRequest

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SettingsError
-from .specs import Settings, setting
+from .specs import Settings, format_number, setting
 
 INFOTEXT_PREFIX = "Depth2img"
 EMBEDDED_ESTIMATOR = "embedded"
@@ -142,7 +142,7 @@ class Depth2imgArgs(Settings):
         for name, spec in self.specs():
             value = getattr(self, name)
             if spec.infotext is not None and value != "":
-                entries[spec.infotext] = _format(value)
+                entries[spec.infotext] = format_number(value) if isinstance(value, float) else str(value)
         return entries
 
     def values(self) -> list[Any]:
@@ -159,8 +159,3 @@ def _check_clip_order(far_clip: float, near_clip: float) -> None:
     if far_clip >= near_clip:
         raise SettingsError(f"Depth2img: far clip ({far_clip:g}) must be below near clip ({near_clip:g}).")
 
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import signal
@@ -61,6 +62,18 @@ START_TIMEOUT = 900
 JOB_TIMEOUT = 900
 BASE_CHECKPOINT = "sd2-base-random.safetensors"
 DEPTH_CHECKPOINT = "512-depth-ema.safetensors"
+
+
+def png_b64(image: Image.Image) -> str:
+    """An image as the WebUI API takes it: PNG, base64."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def decoded(b64: str) -> Image.Image:
+    """An image from the WebUI API's base64 answer."""
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def webui_checkout(kind: WebUIKind = A1111) -> Path | None:

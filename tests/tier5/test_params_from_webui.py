@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import test_real_webui
 from PIL import Image
-from support.webui import extension_installed, running_server
-from test_real_webui import WEBUI, png_b64
+from support.webui import extension_installed, png_b64, running_server
+from test_real_webui import WEBUI
 
 pytestmark = [
     pytest.mark.webui,

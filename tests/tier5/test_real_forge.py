@@ -11,8 +11,6 @@ text encoders give NaN images under Forge's default emphasis, so every job sets 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import sys
 import urllib.request
@@ -30,7 +28,9 @@ from support.webui import (
     EXTENSION_NAME,
     FORGE,
     Server,
+    decoded,
     extension_installed,
+    png_b64,
     running_server,
     show_depth_map_in_chromium,
     webui_checkout,
@@ -52,16 +52,6 @@ MAX_RUN_TO_RUN_LEVELS = 8
 EXTRA_VAE = "depth2img-test-vae.safetensors"
 """A VAE file in Forge's models/VAE for its "VAE / Text Encoder" choice; its one tensor would
 break any model it were merged into."""
-
-
-def png_b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def decoded(b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def pixels(b64: str) -> np.ndarray:

@@ -10,8 +10,6 @@ installed as A1111 installs extensions (a folder in extensions/, its install.py 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import sys
 import urllib.error
@@ -26,7 +24,9 @@ from support.webui import (
     DEPTH_CHECKPOINT,
     EXTENSION_NAME,
     Server,
+    decoded,
     extension_installed,
+    png_b64,
     running_server,
     show_depth_map_in_chromium,
     webui_checkout,
@@ -42,16 +42,6 @@ MAX_RUN_TO_RUN_MEAN = 1.0  # levels of 255; two identical requests to one A1111 
 MAX_RUN_TO_RUN_LEVELS = 8
 JOB = {"prompt": "a room", "seed": 1234, "steps": 2, "width": 128, "height": 128, "sampler_name": "Euler",
        "denoising_strength": 0.8, "cfg_scale": 5}
-
-
-def png_b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def decoded(b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def init_image() -> Image.Image:
