@@ -338,6 +338,35 @@ def test_serve_demo_loads_the_demo_and_launches_on_localhost(
                if isinstance(block, gr.HTML))
 
 
+def test_serve_explains_when_gradio_cannot_reach_the_started_app(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gradio's own check fails on a busy machine; the user gets a line, not a trace."""
+    def unreachable(self, **options):
+        raise ValueError("When localhost is not accessible, a shareable link must be created. Please set share=True")
+
+    monkeypatch.setattr(gr.Blocks, "launch", unreachable)
+    monkeypatch.setenv(MODELS_DIR_ENV_VAR, str(models_dir))
+    args = build_parser().parse_args(["serve", "--demo", "--port", "7999", "-o", str(tmp_path)])
+    with pytest.raises(Depth2imgError, match=r"could not reach it at http://127\.0\.0\.1:7999.*start it again"):
+        args.func(args)
+
+
+def test_serve_keeps_its_own_requests_away_from_a_proxy(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gradio requests the app's own page while starting; a proxy would make that fail."""
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **options: None)
+    monkeypatch.setenv(MODELS_DIR_ENV_VAR, str(models_dir))
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "intranet.example")
+    monkeypatch.delenv("no_proxy", raising=False)
+    args = build_parser().parse_args(["serve", "--demo", "--host", "0.0.0.0", "-o", str(tmp_path)])
+    assert args.func(args) == 0
+    assert os.environ["NO_PROXY"] == "intranet.example,0.0.0.0,127.0.0.1,localhost"
+    assert os.environ["no_proxy"] == "0.0.0.0,127.0.0.1,localhost"
+
+
 def test_serve_refuses_a_missing_checkpoint_file(tmp_path: Path) -> None:
     args = build_parser().parse_args(["serve", "--ckpt", str(tmp_path / "nope.safetensors")])
     with pytest.raises(Depth2imgError, match="no such file"):

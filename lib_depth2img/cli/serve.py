@@ -12,6 +12,7 @@ The app listens on 127.0.0.1 only, unless `--host` names another address.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,29 @@ def run(args: argparse.Namespace) -> int:
         print(services.missing_checkpoint_message(), file=sys.stderr)
     app = build_app(services, args.output_dir)
     print(f"results go to {args.output_dir.resolve()}", file=sys.stderr)
+    _local_requests_skip_proxies(args.host)
     try:
         app.blocks.launch(server_name=args.host, server_port=args.port)
     except OSError as error:  # gradio: "Cannot find empty port in range"
         raise Depth2imgError(
             f"cannot listen on {args.host}:{args.port} ({error}); pass another --port."
         ) from None
+    except ValueError as error:
+        # gradio's start-up check gives up when its first request to the page takes over 3 s
+        if "localhost is not accessible" not in str(error):
+            raise
+        app.blocks.close()
+        raise Depth2imgError(
+            f"the app started, but gradio could not reach it at http://{args.host}:{args.port} within 3 s "
+            "(a busy machine, or a firewall on local connections); start it again."
+        ) from None
     return 0
+
+
+def _local_requests_skip_proxies(host: str) -> None:
+    """gradio requests the app's own page while starting; sent through an HTTP(S)_PROXY that request
+    fails and the app exits, so the app's own addresses join NO_PROXY (remote downloads keep the proxy)."""
+    local = [host, "127.0.0.1", "localhost"]  # gradio calls a 0.0.0.0 server "localhost"
+    for variable in ("NO_PROXY", "no_proxy"):
+        listed = [entry.strip() for entry in os.environ.get(variable, "").split(",") if entry.strip()]
+        os.environ[variable] = ",".join(listed + [name for name in dict.fromkeys(local) if name not in listed])
